@@ -1,0 +1,78 @@
+"""Training checkpoints with orbax: save every k steps, keep the last few, restore the latest.
+
+A checkpoint holds one pytree (the train state: params, optimiser state, EMA, step counter, ...) and a
+small JSON of metadata. Restoring needs a template pytree of the same structure (for example the
+freshly initialised state), so that NamedTuples, optax states and dtypes come back exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+# orbax logs every save at INFO level; a progress bar is the better place for that.
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+class Checkpointer:
+    """Keeps the last ``keep`` checkpoints of a train state under ``directory``.
+
+    Args:
+      directory: folder of the checkpoints (created if missing).
+      keep: how many of the most recent checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            item_names=("state", "meta"),
+            options=options,
+        )
+
+    def save(self, step: int, state: PyTree, meta: Optional[dict] = None) -> None:
+        """Save ``state`` (and JSON ``meta``) as step ``step``; blocks until it is on disk."""
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def latest_step(self) -> Optional[int]:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def restore(self, template: PyTree, step: Optional[int] = None) -> tuple[PyTree, dict]:
+        """Restore ``step`` (default: the latest) into the structure of ``template``.
+
+        Raises:
+          FileNotFoundError: there is no checkpoint in ``directory``.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        restored = self._manager.restore(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+        )
+        return restored["state"], dict(restored["meta"] or {})
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,240 @@
+"""The estimator layer: one fit / sample / save / load shape for every generator.
+
+A model subclasses :class:`Synthesizer`, registers a name with :func:`register`, and implements
+
+* ``_fit(df, encoded, key, *, run_dir, resume, progress, **fit_kwargs)``: train; ``encoded`` is the
+  :class:`~tabdiff_jax.table.EncodedTable` of ``df`` (``None`` when ``uses_preprocessor`` is False);
+* ``_sample(n, key, **kwargs) -> DataFrame``;
+* ``_get_state() -> (meta, arrays)`` and ``_set_state(meta, arrays)``: JSON-able metadata and a flat
+  dict of numpy arrays (no pickle).
+
+The base class validates the input, fits the shared preprocessor, times the fit, writes
+``run_dir/run.json``, and saves / loads ``model.json``, ``preprocessor.*`` and ``state.npz``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import jax
+import numpy as np
+import pandas as pd
+
+from tabdiff_jax.errors import ConfigError, DataError
+from tabdiff_jax.io import read_json, read_npz, write_json, write_npz
+
+MODEL_REGISTRY: dict[str, type["Synthesizer"]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a model available to :func:`load` and ``tabdiff-jax fit --model NAME``."""
+
+    def wrap(cls):
+        cls.model_name = name
+        MODEL_REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_model_class(name: str) -> type["Synthesizer"]:
+    """The registered class for ``name``.
+
+    Raises:
+      ConfigError: no model of that name exists.
+    """
+    import tabdiff_jax.models  # noqa: F401  (importing registers every model)
+
+    cls = MODEL_REGISTRY.get(str(name).lower())
+    if cls is None:
+        raise ConfigError(f"--model {name!r} does not exist; available: {', '.join(sorted(MODEL_REGISTRY)) or '(none)'}")
+    return cls
+
+
+def validate_frame(df: Any, target: Optional[str] = None) -> pd.DataFrame:
+    """Checks shared by every model before any fitting: a non-empty DataFrame with unique columns."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if df.shape[1] == 0:
+        raise DataError("the table has no columns")
+    if df.shape[0] == 0:
+        raise DataError("the table is empty (0 rows)")
+    dup = df.columns[df.columns.duplicated()].tolist()
+    if dup:
+        raise DataError(f"duplicate column names: {', '.join(map(str, dup))}")
+    if target is not None and target not in df.columns:
+        raise DataError(f"target {target!r} is not a column; columns are: {', '.join(map(str, df.columns))}")
+    return df
+
+
+def _flatten_state(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{prefix}{k}": np.asarray(v) for k, v in arrays.items()}
+
+
+class Synthesizer:
+    """Base class of every generator (see the module docstring for the contract)."""
+
+    model_name: ClassVar[str] = "base"
+    uses_preprocessor: ClassVar[bool] = True
+    preprocessor_options: ClassVar[dict] = {}
+
+    def __init__(self, **config):
+        self.config: dict = dict(config)
+        self.preprocessor = None
+        self.target: Optional[str] = None
+        self.task: Optional[str] = None
+        self.columns: list[str] = []
+        self.fit_info: dict = {}
+        self.fitted = False
+
+    # ----------------------------------------------------------------------------- fitting
+    def fit(
+        self,
+        df: pd.DataFrame,
+        target: Optional[str] = None,
+        *,
+        task: Optional[str] = None,
+        seed: int = 0,
+        run_dir: Optional[str | Path] = None,
+        resume: bool = False,
+        progress: bool = True,
+        column_kinds: Optional[dict] = None,
+        public_bounds: Optional[dict] = None,
+        public_categories: Optional[dict] = None,
+        **fit_kwargs,
+    ) -> "Synthesizer":
+        """Fit the model on ``df`` (optionally with a ``target`` column) and return ``self``.
+
+        Raises:
+          DataError: the table is empty, has duplicate columns, or ``target`` is not a column
+            (and whatever the preprocessor rejects, naming the column).
+        """
+        validate_frame(df, target)
+        if task not in (None, "classification", "regression"):
+            raise ConfigError(f"task must be 'classification', 'regression' or None, got {task!r}")
+        t0 = time.perf_counter()
+        self.columns = [str(c) for c in df.columns]
+        self.target = target
+        encoded = None
+        if self.uses_preprocessor:
+            from tabdiff_jax.preprocess import Preprocessor
+
+            options = {**self.preprocessor_options, **self.config.get("preprocessor", {})}
+            self.preprocessor = Preprocessor(**options).fit(
+                df,
+                target=target,
+                task=task,
+                column_kinds=column_kinds,
+                public_bounds=public_bounds,
+                public_categories=public_categories,
+            )
+            self.task = self.preprocessor.task
+            encoded = self.preprocessor.encode(df)
+        else:
+            self.task = task or (None if target is None else _infer_task(df[target]))
+        t_pre = time.perf_counter() - t0
+        key = jax.random.key(int(seed))
+        self._fit(df, encoded, key, run_dir=run_dir, resume=resume, progress=progress, **fit_kwargs)
+        self.fitted = True
+        self.fit_info = {
+            "model": self.model_name,
+            "config": self.config,
+            "target": target,
+            "task": self.task,
+            "rows": int(len(df)),
+            "seed": int(seed),
+            "preprocess_seconds": round(t_pre, 3),
+            "fit_seconds": round(time.perf_counter() - t0, 3),
+            **self.fit_info,
+        }
+        if self.preprocessor is not None:
+            self.fit_info.setdefault("schema", self.preprocessor.layout.to_json())
+        if run_dir is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            self.save(run_dir)
+            write_json(self.fit_info, Path(run_dir) / "run.json")
+        return self
+
+    def _fit(self, df, encoded, key, *, run_dir, resume, progress, **fit_kwargs) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------- sampling
+    def sample(self, n: int, *, seed: int = 0, **kwargs) -> pd.DataFrame:
+        """Generate ``n`` rows as a DataFrame with the training table's columns, order and dtypes."""
+        if not self.fitted:
+            raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"n must be a positive integer, got {n!r}")
+        out = self._sample(int(n), jax.random.key(int(seed)), **kwargs)
+        return out[self.columns]
+
+    def _sample(self, n: int, key: jax.Array, **kwargs) -> pd.DataFrame:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------ persistence
+    def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _set_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json``, the preprocessor and ``state.npz`` into ``directory``."""
+        if not self.fitted:
+            raise ConfigError(f"{type(self).__name__} is not fitted: nothing to save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta, arrays = self._get_state()
+        if self.preprocessor is not None:
+            self.preprocessor.save(directory)
+        write_npz(arrays, directory / "state.npz")
+        from tabdiff_jax import __version__
+
+        write_json(
+            {
+                "model": self.model_name,
+                "version": __version__,
+                "config": self.config,
+                "target": self.target,
+                "task": self.task,
+                "columns": self.columns,
+                "fit_info": self.fit_info,
+                "state": meta,
+            },
+            directory / "model.json",
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Synthesizer":
+        """Load a model saved by :meth:`save` (any registered model: dispatches on ``model.json``)."""
+        directory = Path(directory)
+        path = directory / "model.json"
+        if not path.exists():
+            raise DataError(f"{directory}: not a saved model (no model.json)")
+        info = read_json(path)
+        model_cls = get_model_class(info["model"])
+        if cls is not Synthesizer and not issubclass(model_cls, cls):
+            raise ConfigError(f"{directory} holds a {info['model']!r} model, not {cls.__name__}")
+        model = model_cls(**info.get("config", {}))
+        model.target, model.task = info.get("target"), info.get("task")
+        model.columns = list(info.get("columns", []))
+        model.fit_info = dict(info.get("fit_info", {}))
+        if model.uses_preprocessor:
+            from tabdiff_jax.preprocess import Preprocessor
+
+            model.preprocessor = Preprocessor.load(directory)
+        model._set_state(info.get("state", {}), read_npz(directory / "state.npz"))
+        model.fitted = True
+        return model
+
+
+def _infer_task(y: pd.Series) -> str:
+    return "regression" if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y) else "classification"
+
+
+def load(directory: str | Path) -> Synthesizer:
+    """Load any saved model: ``tabdiff_jax.load(run_dir)``."""
+    return Synthesizer.load(directory)
