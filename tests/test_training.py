@@ -1,0 +1,82 @@
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tabdiff_jax.checkpoint import Checkpointer
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.training import run_training
+
+OPT = optax.adam(0.05)
+DATA = jax.random.normal(jax.random.PRNGKey(1), (64, 3))
+
+
+class State(NamedTuple):
+    params: dict
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+def _init():
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    return State(params, OPT.init(params), jnp.int32(0))
+
+
+@jax.jit
+def _step(state, key):
+    idx = jax.random.randint(key, (8,), 0, DATA.shape[0])
+    x = DATA[idx]
+
+    def loss(p):
+        return jnp.mean((x @ p["w"] + p["b"] - x.sum(1)) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(state.params)
+    updates, opt_state = OPT.update(grads, state.opt_state, state.params)
+    return State(optax.apply_updates(state.params, updates), opt_state, state.step + 1), {"loss": value}
+
+
+def test_training_reduces_loss_and_logs():
+    state, history = run_training(_step, _init(), num_steps=60, key=jax.random.key(0), progress=False, log_every=20)
+    assert [s for s, _ in history] == [20, 40, 60]
+    assert history[-1][1]["loss"] < 0.1 * history[0][1]["loss"]
+    assert int(state.step) == 60
+
+
+def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
+    key = jax.random.key(3)
+    full, _ = run_training(_step, _init(), num_steps=20, key=key, progress=False)
+
+    calls = {"n": 0}
+
+    def flaky(state, k):
+        calls["n"] += 1
+        if calls["n"] == 14:
+            raise KeyboardInterrupt
+        return _step(state, k)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(flaky, _init(), num_steps=20, key=key, run_dir=tmp_path, checkpoint_every=5, progress=False)
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 10
+    resumed, _ = run_training(_step, _init(), num_steps=20, key=key, run_dir=tmp_path, checkpoint_every=5,
+                              resume=True, progress=False)
+    assert int(resumed.step) == 20
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    assert Checkpointer(tmp_path / "checkpoints", keep=3).all_steps()[-1] == 20
+
+
+def test_stop_fn_ends_early_and_checkpoints(tmp_path):
+    state, _ = run_training(_step, _init(), num_steps=50, key=jax.random.key(0), run_dir=tmp_path,
+                            stop_fn=lambda step, s: step >= 7, progress=False)
+    assert int(state.step) == 7
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 7
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="num_steps"):
+        run_training(_step, _init(), num_steps=-1, key=jax.random.key(0))
+    with pytest.raises(ConfigError, match="run_dir"):
+        run_training(_step, _init(), num_steps=1, key=jax.random.key(0), resume=True)
