@@ -7,7 +7,6 @@ naming the culprit and exit with status 2; ``--debug`` shows the traceback inste
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -104,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _select_device(device: Optional[str]) -> None:
     # Must run before jax initialises its backends; the platform name comes from the user.
     if device:
-        os.environ["JAX_PLATFORMS"] = device.lower()
+        import jax
+
+        jax.config.update("jax_platforms", device.lower())
 
 
 def _parse_conditions(items: Sequence[str]) -> dict:
