@@ -145,7 +145,8 @@ def schedule_from_betas(betas) -> Schedule:
         posterior_mean_coef1=betas * np.sqrt(alpha_bar_prev) / (1.0 - alpha_bar),
         posterior_mean_coef2=(1.0 - alpha_bar_prev) * np.sqrt(alphas) / (1.0 - alpha_bar),
     )
-    return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()})
+    with jax.ensure_compile_time_eval():  # concrete arrays even when first built inside a jit trace
+        return Schedule(**{k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()})
 
 
 @functools.lru_cache(maxsize=32)

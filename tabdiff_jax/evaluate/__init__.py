@@ -1,0 +1,17 @@
+"""Evaluation of synthetic tables: machine-learning utility, fidelity and privacy.
+
+>>> import tabdiff_jax.evaluate as ev
+>>> report = ev.evaluate(train, synthetic, test=test, target="income")   # doctest: +SKIP
+>>> print(report.summary_table())                                        # doctest: +SKIP
+
+Modules: :mod:`.columns` (column kinds), :mod:`.fidelity` (shape, trend, associations),
+:mod:`.detection`, :mod:`.coverage` (alpha-precision / beta-recall), :mod:`.distances` (chunked
+JAX nearest neighbours), :mod:`.privacy` (DCR, copies, membership inference), :mod:`.sdmetrics_dcr`,
+:mod:`.utility` (CatBoost / scikit-learn), :mod:`.report` and :mod:`.plots`.
+"""
+
+from tabdiff_jax.evaluate.core import PARTS, evaluate, evaluate_files
+from tabdiff_jax.evaluate.distances import EncodedRows, encode_rows, nearest, nearest_neighbours
+from tabdiff_jax.evaluate.report import Report
+
+__all__ = ["PARTS", "EncodedRows", "Report", "encode_rows", "evaluate", "evaluate_files", "nearest", "nearest_neighbours"]

@@ -1,0 +1,287 @@
+"""Multinomial diffusion (Hoogeboom et al. 2021) for categorical blocks, entirely in log space.
+
+Each categorical block ``b`` has its own number of categories ``K_b``; the forward process is
+``q(x_t | x_0) = Cat(alpha_bar_t x_0 + (1 - alpha_bar_t) / K_b)``. Distributions over all blocks
+are *flat* log-probability vectors ``[*batch, D]`` (``D = sum K_b``), in the layout of the
+denoiser's one-hot input and logit output (:func:`tabdiff_jax.table.to_onehot`); samples are
+integer codes ``[*batch, B]``. Per-block reductions use static indices of the :class:`BlockSpec`
+(a max over a padded gather, a sum as a product with the block-indicator matrix), so there is no
+Python loop over blocks and the element-wise work is on ``D`` entries, not ``B * K_max``.
+
+Impossible categories have log-probability :data:`NEG`, a large finite negative number whose
+``exp`` is exactly 0 in float32: unlike ``-inf`` it keeps ``0 * (NEG - NEG)`` and the gradients
+free of NaN. ``log(1 - exp(a))`` goes through the stable :func:`log1mexp` (the reference
+implementation's NaNs with many categories came from ``log(x + 1e-40)``).
+
+Timesteps are 0-indexed as in :mod:`tabdiff_jax.schedules`.
+
+Example:
+  >>> spec = BlockSpec((3, 5))
+  >>> codes_t = q_sample(key, schedule, codes0, t, spec)                  # forward, codes [n, 2]
+  >>> terms = vb_terms(schedule, logits, codes0, codes_t, t, spec)       # [n, 2] KL / NLL per block
+  >>> codes_prev = sample(key, p_posterior(schedule, logits, codes_t, t, spec), spec)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.schedules import Schedule, extract
+
+NEG = -1e4
+"""Log-probability of an impossible category; ``exp(NEG) == 0`` in float32."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """Static description of the categorical blocks: hashable, so jitted functions specialise on it.
+
+    Attributes:
+      sizes: number of categories ``K_b`` of each block.
+    """
+
+    sizes: tuple[int, ...]
+
+    def __post_init__(self):
+        sizes = tuple(int(k) for k in self.sizes)
+        if any(k < 1 for k in sizes):
+            raise ConfigError(f"categorical_sizes must be >= 1, got {self.sizes}")
+        object.__setattr__(self, "sizes", sizes)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def k_max(self) -> int:
+        return max(self.sizes, default=1)
+
+    @property
+    def onehot_dim(self) -> int:
+        return int(sum(self.sizes))
+
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        """Start of each block in the flat vector, int32 ``[B]``."""
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int32) if self.sizes else np.zeros(0, np.int32)
+
+    @functools.cached_property
+    def position_block(self) -> np.ndarray:
+        """Block of each flat position, int32 ``[D]``."""
+        return np.repeat(np.arange(self.num_blocks), self.sizes).astype(np.int32)
+
+    @functools.cached_property
+    def position_category(self) -> np.ndarray:
+        """Category (within its block) of each flat position, int32 ``[D]``."""
+        return (np.arange(self.onehot_dim) - self.offsets[self.position_block]).astype(np.int32)
+
+    @functools.cached_property
+    def log_sizes(self) -> np.ndarray:
+        """``log K_b`` per block, float32 ``[B]``."""
+        return np.log(np.asarray(self.sizes, np.float64)).astype(np.float32)
+
+    @functools.cached_property
+    def log_sizes_flat(self) -> np.ndarray:
+        """``log K_b`` at every flat position of block ``b``, float32 ``[D]``."""
+        return self.log_sizes[self.position_block]
+
+    @functools.cached_property
+    def block_matrix(self) -> np.ndarray:
+        """Block indicator ``M[d, b] = 1`` iff position ``d`` is in block ``b``, float32 ``[D, B]``."""
+        return (self.position_block[:, None] == np.arange(self.num_blocks)[None, :]).astype(np.float32)
+
+    @functools.cached_property
+    def gather_index(self) -> np.ndarray:
+        """Flat position of slot ``[b, k]`` of the padded view (clamped inside the block), int32 ``[B, K_max]``."""
+        k = np.minimum(np.arange(self.k_max)[None, :], np.asarray(self.sizes).reshape(-1, 1) - 1)
+        return (self.offsets.reshape(-1, 1) + k).astype(np.int32)
+
+    @functools.cached_property
+    def mask(self) -> np.ndarray:
+        """True on the real slots of the padded view, bool ``[B, K_max]``."""
+        return np.arange(self.k_max)[None, :] < np.asarray(self.sizes, np.int32).reshape(-1, 1)
+
+
+# ---------------------------------------------------------------------------------- block algebra
+def log1mexp(a: jax.Array) -> jax.Array:
+    """``log(1 - exp(a))`` for ``a < 0``, stable everywhere, with finite gradients (Maechler 2012)."""
+    near_zero = a > -jnp.log(2.0).astype(a.dtype)
+    a1 = jnp.where(near_zero, a, -1.0)  # each branch only sees arguments where it is stable
+    a2 = jnp.where(near_zero, -1.0, a)
+    return jnp.where(near_zero, jnp.log(-jnp.expm1(a1)), jnp.log1p(-jnp.exp(a2)))
+
+
+def expand(per_block: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``[*batch, B]`` -> ``[*batch, D]``: each block's value at each of its positions."""
+    return jnp.take(per_block, spec.position_block, axis=-1)
+
+
+def to_padded(flat: jax.Array, spec: BlockSpec, fill: float = NEG) -> jax.Array:
+    """Flat ``[*batch, D]`` -> padded view ``[*batch, B, K_max]`` (``fill`` in the padding)."""
+    return jnp.where(spec.mask, jnp.take(flat, spec.gather_index, axis=-1), jnp.asarray(fill, flat.dtype))
+
+
+def block_max(x: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Per-block maximum ``[*batch, B]`` (the clamped gather repeats real entries, so no mask)."""
+    return jnp.max(jnp.take(x, spec.gather_index, axis=-1), axis=-1)
+
+
+def block_sum(x: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Per-block sum ``[*batch, D] -> [*batch, B]`` (full float32 precision on every backend)."""
+    return jnp.matmul(x, spec.block_matrix, precision=jax.lax.Precision.HIGHEST)
+
+
+def block_logsumexp(x: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Per-block ``log sum exp`` ``[*batch, D] -> [*batch, B]``, shifted by the block maximum."""
+    m = jax.lax.stop_gradient(block_max(x, spec))
+    return m + jnp.log(block_sum(jnp.exp(x - expand(m, spec)), spec))
+
+
+def normalize(log_unnormed: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Per-block log-softmax of flat ``[*batch, D]`` (each block's probabilities sum to 1)."""
+    return log_unnormed - expand(block_logsumexp(log_unnormed, spec), spec)
+
+
+def log_onehot(codes: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Codes ``[*batch, B]`` -> flat log one-hot ``[*batch, D]`` (0 at the code, NEG elsewhere)."""
+    return jnp.where(_hits(codes, spec), 0.0, NEG).astype(jnp.float32)
+
+
+def onehot_flat(codes: jax.Array, spec: BlockSpec, dtype=jnp.float32) -> jax.Array:
+    """Codes ``[*batch, B]`` -> the concatenated one-hot vector ``[*batch, D]``."""
+    return _hits(codes, spec).astype(dtype)
+
+
+def _hits(codes, spec):
+    return jnp.take(codes, spec.position_block, axis=-1) == spec.position_category
+
+
+# ------------------------------------------------------------------------------- the process
+def q_pred(schedule: Schedule, log_x0: jax.Array, t: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``log q(x_t | x_0) = log(alpha_bar_t x_0 + (1 - alpha_bar_t) / K)``, flat ``[*batch, D]``.
+
+    ``log_x0`` are log-probabilities (log one-hot for data, a prediction for the model).
+    """
+    a = extract(schedule.log_alpha_bar, t, log_x0)
+    b = extract(schedule.log_1m_alpha_bar, t, log_x0)
+    return jnp.logaddexp(log_x0 + a, b - spec.log_sizes_flat)
+
+
+def _onehot_mix(codes: jax.Array, log_a: jax.Array, log_1m_a: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``log(a onehot(codes) + (1 - a) / K)`` flat; ``log_a``, ``log_1m_a`` ``[*batch, 1]``.
+
+    The transcendental work is per block: an element takes one of two values.
+    """
+    miss = log_1m_a - spec.log_sizes  # [*batch, B]
+    hit = jnp.logaddexp(log_a, miss)
+    return jnp.where(_hits(codes, spec), expand(hit, spec), expand(miss, spec))
+
+
+def q_posterior(
+    schedule: Schedule,
+    log_x0: jax.Array,
+    codes_t: jax.Array,
+    t: jax.Array,
+    spec: BlockSpec,
+    s: jax.Array | None = None,
+) -> jax.Array:
+    """``log q(x_s | x_t, x_0)``, normalised per block, flat ``[*batch, D]``.
+
+    Args:
+      schedule: the schedule.
+      log_x0: log-probabilities of ``x_0``, flat ``[*batch, D]`` (log one-hot, or a prediction).
+      codes_t: the current state ``x_t`` as codes ``[*batch, B]``.
+      t: timesteps ``[*batch]``.
+      spec: the blocks.
+      s: earlier timesteps ``[*batch]`` (``-1``: the data); default ``t - 1``. ``s < t - 1`` is
+        the posterior of a skipped step, whose transition has ``alpha = alpha_bar_t / alpha_bar_s``.
+
+    ``q(x_s | x_t, x_0) \\propto q(x_s | x_0) q(x_t | x_s)``; at ``s = -1`` the prior is ``x_0``
+    itself, so the result is the Bayes posterior of ``x_0`` given ``x_t`` and ``log_x0``.
+    """
+    col = lambda v: v.reshape(v.shape + (1,))
+    if s is None:
+        s = t - 1
+        log_a, log_1m_a = jnp.take(schedule.log_alphas, t), jnp.take(schedule.log_1m_alphas, t)
+    else:
+        log_abar_s = jnp.where(s >= 0, jnp.take(schedule.log_alpha_bar, jnp.maximum(s, 0)), 0.0)
+        log_a = jnp.minimum(jnp.take(schedule.log_alpha_bar, t) - log_abar_s, -1e-12)
+        log_1m_a = log1mexp(log_a)
+    log_trans = _onehot_mix(codes_t, col(log_a), col(log_1m_a), spec)
+    log_prior = jnp.where(col(s) >= 0, q_pred(schedule, log_x0, jnp.maximum(s, 0), spec), log_x0)
+    return normalize(log_prior + log_trans, spec)
+
+
+def p_posterior(schedule, logits, codes_t, t, spec, s=None) -> jax.Array:
+    """The model's reverse distribution: :func:`q_posterior` with ``x_0`` predicted by flat ``logits``."""
+    return q_posterior(schedule, normalize(logits, spec), codes_t, t, spec, s)
+
+
+def kl(log_p: jax.Array, log_q: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``KL(p || q)`` per block: flat ``[*batch, D]`` -> ``[*batch, B]`` (nats)."""
+    return block_sum(jnp.exp(log_p) * (log_p - log_q), spec)
+
+
+def log_likelihood(codes: jax.Array, log_p: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``log p`` of each block's category in ``codes`` ``[*batch, B]`` -> ``[*batch, B]``."""
+    return jnp.take_along_axis(log_p, codes + spec.offsets, axis=-1)
+
+
+def kl_prior(schedule: Schedule, codes0: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``KL(q(x_{T-1} | x_0) || Uniform(K_b))`` per block, ``[*batch, B]`` (constant in the model)."""
+    t_last = jnp.full(codes0.shape[:-1], schedule.num_timesteps - 1, jnp.int32)
+    log_qt = q_pred(schedule, log_onehot(codes0, spec), t_last, spec)
+    return kl(log_qt, jnp.broadcast_to(-spec.log_sizes_flat, log_qt.shape), spec)
+
+
+def gumbel_argmax(log_p: jax.Array, gumbel: jax.Array, spec: BlockSpec) -> jax.Array:
+    """``argmax(log_p + gumbel)`` within each block: flat ``[*batch, D]`` -> codes ``[*batch, B]``."""
+    return jnp.argmax(to_padded(log_p + gumbel, spec, -jnp.inf), axis=-1).astype(jnp.int32)
+
+
+def sample(key: jax.Array, log_p: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Gumbel-max draw from each block of flat ``log_p`` ``[*batch, D]`` -> codes ``[*batch, B]``."""
+    return gumbel_argmax(log_p, jax.random.gumbel(key, log_p.shape, log_p.dtype), spec)
+
+
+def q_sample(key: jax.Array, schedule: Schedule, codes0: jax.Array, t: jax.Array, spec: BlockSpec) -> jax.Array:
+    """Draw ``x_t ~ q(x_t | x_0)``: codes ``[*batch, B]`` -> codes ``[*batch, B]``.
+
+    Uses the mixture form of the forward process: keep ``x_0`` with probability ``alpha_bar_t``,
+    else a uniform category (two uniforms per block instead of a Gumbel per category).
+    """
+    u = jax.random.uniform(key, codes0.shape + (2,))
+    abar = extract(schedule.alpha_bar, t, codes0.astype(jnp.float32))
+    sizes = jnp.asarray(spec.sizes, jnp.int32)
+    uniform = jnp.minimum((u[..., 1] * sizes).astype(jnp.int32), sizes - 1)
+    return jnp.where(u[..., 0] < abar, codes0, uniform).astype(jnp.int32)
+
+
+def vb_terms(
+    schedule: Schedule,
+    logits: jax.Array,
+    codes0: jax.Array,
+    codes_t: jax.Array,
+    t: jax.Array,
+    spec: BlockSpec,
+) -> jax.Array:
+    """The variational-bound term of step ``t`` per block, ``[*batch, B]``.
+
+    ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`` for ``t >= 1`` and the decoder NLL
+    ``-log p(x_0 | x_1)`` (the ``L_0`` term) at ``t = 0``.
+
+    Args:
+      logits: the denoiser's flat logits ``[*batch, D]`` (a prediction of ``x_0``).
+      codes0, codes_t: codes of ``x_0`` and ``x_t``, ``[*batch, B]``.
+      t: timesteps ``[*batch]``.
+    """
+    log_true = q_posterior(schedule, log_onehot(codes0, spec), codes_t, t, spec)
+    log_model = p_posterior(schedule, logits, codes_t, t, spec)
+    nll_0 = -log_likelihood(codes0, log_model, spec)
+    return jnp.where((t == 0)[..., None], nll_0, kl(log_true, log_model, spec))

@@ -1,0 +1,138 @@
+"""The TabDDPM denoiser (Kotelnikov et al. 2023): an MLP over ``[x_num | one-hot x_cat]`` in Flax NNX.
+
+Built from :mod:`tabdiff_jax.layers` (so the privacy module's per-example gradient tape sees every
+layer). The forward pass is pure: dropout draws from an explicit ``dropout_key``, and without one
+the network is deterministic. Hand it to ``jax.jit`` / ``jax.grad`` as ``(graphdef, params)``::
+
+    model = TabDDPMDenoiser(d_in=10, d_out=10, rngs=nnx.Rngs(0))
+    graphdef, params = split_params(model)
+    out = apply(graphdef, params, x, t, y)     # [n, d_out]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.layers import Embed, Linear
+
+DEFAULT_D_LAYERS = (256, 256)
+DEFAULT_DIM_T = 128
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding ``[cos(t f_i) | sin(t f_i)]``, ``f_i = max_period^(-i / (dim/2))``.
+
+    Args:
+      t: timesteps ``[*batch]`` (int or float).
+      dim: embedding width (an odd ``dim`` gets a trailing zero).
+
+    Returns:
+      float32 ``[*batch, dim]``.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = jnp.asarray(t, jnp.float32)[..., None] * freqs
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.concatenate([emb, jnp.zeros(emb.shape[:-1] + (1,), emb.dtype)], axis=-1)
+    return emb
+
+
+def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
+    """Inverted dropout with an explicit key; the identity when ``key`` is None or ``rate`` is 0."""
+    if key is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class TabDDPMDenoiser(nnx.Module):
+    """TabDDPM's ``MLPDiffusion``.
+
+    ``h = proj(x) + time_mlp(sinusoidal(t)) [+ silu(label_embed(y))]``, then blocks
+    ``Linear -> ReLU -> Dropout`` of widths ``d_layers``, then a final ``Linear`` to ``d_out``.
+
+    Args:
+      d_in: input width (numeric columns plus the one-hot width).
+      d_out: output width (noise for the numbers plus one logit per category).
+      num_classes: classes of the label condition (0: unconditional).
+      d_layers: widths of the hidden blocks.
+      dim_t: width of the input projection and the time / label embeddings (128 in TabDDPM).
+      dropout_rate: dropout after each hidden block (active only with a ``dropout_key``).
+      rngs: parameter initialisation keys.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        num_classes: int = 0,
+        d_layers: Sequence[int] = DEFAULT_D_LAYERS,
+        dim_t: int = DEFAULT_DIM_T,
+        dropout_rate: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        d_layers = tuple(int(w) for w in d_layers)
+        if d_in < 1 or d_out < 1:
+            raise ConfigError(f"d_in and d_out must be >= 1, got {d_in}, {d_out}")
+        if not d_layers or any(w < 1 for w in d_layers):
+            raise ConfigError(f"d_layers must be a non-empty list of positive widths, got {d_layers}")
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout_rate}")
+        self.dim_t, self.num_classes, self.dropout_rate = int(dim_t), int(num_classes), float(dropout_rate)
+        self.proj = Linear(d_in, dim_t, rngs=rngs)
+        self.time_in = Linear(dim_t, dim_t, rngs=rngs)
+        self.time_out = Linear(dim_t, dim_t, rngs=rngs)
+        self.label_embed = Embed(num_classes, dim_t, rngs=rngs) if num_classes > 0 else None
+        widths = (dim_t,) + d_layers
+        self.blocks = nnx.List([Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.head = Linear(widths[-1], d_out, rngs=rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        y: Optional[jax.Array] = None,
+        *,
+        dropout_key: Optional[jax.Array] = None,
+    ) -> jax.Array:
+        """Denoise one batch.
+
+        Args:
+          x: noisy input ``[n, d_in]``.
+          t: timesteps ``[n]`` (0-indexed), or ``[1]`` for one timestep shared by every row
+            (the sampler's case: the time embedding is then computed once).
+          y: class labels int ``[n]`` (required iff ``num_classes > 0``).
+          dropout_key: PRNG key for dropout; None means no dropout (evaluation / sampling).
+
+        Returns:
+          ``[n, d_out]``: predicted noise for the numbers, then the logits of each block.
+        """
+        emb = self.time_out(jax.nn.silu(self.time_in(timestep_embedding(t, self.dim_t))))
+        if self.label_embed is not None:
+            if y is None:
+                raise ConfigError("y is required: the denoiser was built with a class condition")
+            emb = emb + jax.nn.silu(self.label_embed(y))
+        h = self.proj(x) + emb
+        keys = jax.random.split(dropout_key, len(self.blocks)) if dropout_key is not None else [None] * len(self.blocks)
+        for layer, k in zip(self.blocks, keys):
+            h = dropout(jax.nn.relu(layer(h)), self.dropout_rate, k)
+        return self.head(h)
+
+
+def split_params(model: nnx.Module) -> tuple[Any, dict]:
+    """``(graphdef, params)`` with ``params`` a plain nested dict of arrays (a pytree for optax / orbax)."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def apply(graphdef, params: dict, x, t, y=None, *, dropout_key=None) -> jax.Array:
+    """Pure forward pass of a split denoiser: ``nnx.merge(graphdef, params)(x, t, y, dropout_key=...)``."""
+    return nnx.merge(graphdef, params)(x, t, y, dropout_key=dropout_key)

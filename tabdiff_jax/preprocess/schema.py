@@ -1,0 +1,285 @@
+"""Column schema: what kind each column is, its domain (bounds or categories) and its dtype.
+
+Inference rules (one place, documented here):
+
+* ``bool``, ``object``, ``str`` / ``string`` and ``category`` columns are **categorical**;
+* float columns are **numeric**; integer columns are numeric too, decoded as integers, unless
+  ``column_kinds={"col": "categorical"}`` says otherwise, or ``integer_categorical_max=k`` is set and
+  the column has at most ``k`` distinct values, or the column is the target of a classification task;
+* ``datetime64`` columns (naive or time-zone aware) are **datetime**: encoded as numbers of the
+  coarsest unit (day, hour, minute, second, ms, us, ns) that divides every value's distance to the
+  lower bound, and restored to their dtype; ``timedelta`` and complex columns are an error.
+
+Numeric and datetime columns are represented on the device *relative to their lower bound*: the
+raw value of column ``c`` is ``float32(x - low)`` (in units for datetimes), so it lies in
+``[0, span]``. Subtracting the bound in float64 on the host keeps float32 precision relative to the
+column's range rather than to its absolute magnitude (latitudes, years, timestamps), and keeps
+integers exact up to a range of 2**24.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from tabdiff_jax.errors import ConfigError, DataError
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+DATETIME = "datetime"
+USER_KINDS = (NUMERIC, CATEGORICAL)
+
+# Datetime units, coarsest first, in nanoseconds.
+DATETIME_UNITS = {"D": 86_400 * 10**9, "h": 3_600 * 10**9, "min": 60 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+DATA = "data"
+PUBLIC = "public"
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnSpec:
+    """Fitted description of one column of the input table.
+
+    Attributes:
+      name: column name.
+      kind: ``"numeric"``, ``"categorical"`` or ``"datetime"``.
+      dtype: the column's pandas dtype as a string (restored on decode).
+      has_missing: whether the fitted data had missing values (then the column gets a missing
+        indicator block if numeric, a missing category of its own if categorical).
+      low, high: bounds in column units (numeric) or units since ``origin_ns`` (datetime: ``low = 0``).
+      integer: decoded values are rounded to integers (integer dtypes, datetime units).
+      origin_ns: datetime lower bound in nanoseconds since the epoch (UTC).
+      unit: datetime unit, a key of :data:`DATETIME_UNITS`.
+      categories: category labels (Python str / int / float / bool), in code order.
+      ordered: the ``category`` dtype was ordered.
+      missing_is_none: an ``object`` column whose missing values were all ``None`` (restored as
+        ``None``; otherwise missing values come back as ``NaN`` / ``NA`` as the dtype has it).
+      domain_source: ``"data"`` when bounds / categories were learned from the data, ``"public"``
+        when given by the user (``public_bounds`` / ``public_categories``).
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    has_missing: bool = False
+    low: Optional[float] = None
+    high: Optional[float] = None
+    integer: bool = False
+    origin_ns: Optional[int] = None
+    unit: Optional[str] = None
+    categories: tuple = ()
+    ordered: bool = False
+    missing_is_none: bool = False
+    domain_source: str = DATA
+
+    @property
+    def span(self) -> float:
+        """Width of the numeric domain, ``high - low`` (0 for a constant column)."""
+        return float(self.high - self.low)
+
+    @property
+    def num_codes(self) -> int:
+        """Size of a categorical column's block: its categories plus one if it had missing values."""
+        return len(self.categories) + int(self.has_missing)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["categories"] = list(self.categories)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ColumnSpec":
+        d = dict(d)
+        d["categories"] = tuple(d.get("categories", ()))
+        return cls(**d)
+
+
+def _label_type(value: Any) -> Optional[str]:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return None
+
+
+def _python_label(value: Any) -> Any:
+    """numpy scalar -> Python scalar, so that labels are JSON-able and compare equal across runs."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_labels(name: str, values, max_categories: Optional[int] = None) -> list:
+    """Validate the distinct labels of a categorical column; return them as Python scalars.
+
+    Raises:
+      DataError: more than ``max_categories`` labels, a label of an unsupported type, or labels of
+        several types (e.g. ints and strings mixed in one ``object`` column).
+    """
+    values = [_python_label(v) for v in values]
+    if max_categories is not None and len(values) > max_categories:
+        raise DataError(
+            f"column {name!r} has {len(values)} distinct values, more than max_categories="
+            f"{max_categories}: treat it as numeric (column_kinds={{{name!r}: 'numeric'}}), drop it if "
+            "it is an identifier, or raise max_categories"
+        )
+    types = {_label_type(v) for v in values}
+    if None in types:
+        bad = next(v for v in values if _label_type(v) is None)
+        raise DataError(f"column {name!r} holds a value of unsupported type {type(bad).__name__} ({bad!r})")
+    if len(types) > 1:
+        raise DataError(
+            f"column {name!r} mixes value types {sorted(types)}: convert it to one type "
+            "(e.g. df[col].astype(str)) before fitting"
+        )
+    return values
+
+
+def _validate_public_categories(name: str, cats) -> tuple:
+    cats = [_python_label(v) for v in cats]
+    if len(cats) == 0:
+        raise ConfigError(f"public_categories[{name!r}] is empty")
+    if len(set(cats)) != len(cats):
+        raise ConfigError(f"public_categories[{name!r}] has duplicate labels")
+    if any(_label_type(c) is None for c in cats) or len({_label_type(c) for c in cats}) > 1:
+        raise ConfigError(f"public_categories[{name!r}] must hold labels of one type (str, int, float or bool)")
+    return tuple(cats)
+
+
+def datetime_ns(series: pd.Series) -> np.ndarray:
+    """Datetime column -> int64 nanoseconds since the epoch (UTC); missing values are ``NaT``'s int."""
+    if getattr(series.dt, "tz", None) is not None:
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    return series.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _timestamp_ns(name: str, value) -> int:
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"public_bounds[{name!r}]: {value!r} is not a timestamp") from err
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.as_unit("ns").value)
+
+
+def infer_kind(series: pd.Series, requested: Optional[str], integer_categorical_max: Optional[int]) -> str:
+    """Column kind from its dtype and the user's request (see the module docstring for the rules)."""
+    name, dtype = series.name, series.dtype
+    if requested is not None and requested not in USER_KINDS:
+        raise ConfigError(f"column_kinds[{name!r}] = {requested!r}; expected one of {USER_KINDS}")
+    if pd.api.types.is_timedelta64_dtype(dtype) or pd.api.types.is_complex_dtype(dtype):
+        raise DataError(f"column {name!r} has unsupported dtype {dtype}: convert it to numbers first")
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if requested == CATEGORICAL:
+            raise ConfigError(f"column {name!r} is a datetime column; it can only be numeric")
+        return DATETIME
+    categorical_dtype = (
+        pd.api.types.is_bool_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.is_string_dtype(dtype)
+    )
+    if categorical_dtype:
+        if requested == NUMERIC:
+            raise ConfigError(f"column {name!r} has dtype {dtype} and cannot be numeric: convert it to numbers first")
+        return CATEGORICAL
+    if not pd.api.types.is_numeric_dtype(dtype):
+        raise DataError(f"column {name!r} has unsupported dtype {dtype}")
+    if requested is not None:
+        return requested
+    if integer_categorical_max is not None and pd.api.types.is_integer_dtype(dtype):
+        if series.nunique(dropna=True) <= integer_categorical_max:
+            return CATEGORICAL
+    return NUMERIC
+
+
+def fit_column(
+    series: pd.Series,
+    kind: str,
+    max_categories: int,
+    public_bounds=None,
+    public_categories=None,
+) -> ColumnSpec:
+    """Fit the :class:`ColumnSpec` of one column of kind ``kind``.
+
+    Raises:
+      DataError: the column is all missing, holds +/-inf, mixes value types, has too many
+        categories, or holds values outside ``public_categories``.
+      ConfigError: bad ``public_bounds`` / ``public_categories``.
+    """
+    name, dtype = series.name, series.dtype
+    missing = series.isna().to_numpy()
+    if missing.all():
+        raise DataError(f"column {name!r} has no values (all {len(series)} are missing): drop it")
+    has_missing = bool(missing.any())
+    common = dict(name=name, dtype=str(dtype), has_missing=has_missing)
+    if kind == CATEGORICAL:
+        return _fit_categorical(series, missing, max_categories, public_categories, common)
+    if public_categories is not None:
+        raise ConfigError(f"public_categories given for column {name!r}, which is {kind}")
+    if kind == DATETIME:
+        ns = datetime_ns(series)[~missing]
+        if public_bounds is not None:
+            lo, hi = (_timestamp_ns(name, b) for b in _bounds_pair(name, public_bounds))
+        else:
+            lo, hi = int(ns.min()), int(ns.max())
+        if hi < lo:
+            raise ConfigError(f"public_bounds[{name!r}]: lower bound is after the upper bound")
+        steps = np.concatenate([ns - lo, [hi - lo]])
+        unit = next(u for u, size in DATETIME_UNITS.items() if not np.any(steps % size))
+        size = DATETIME_UNITS[unit]
+        return ColumnSpec(**common, kind=DATETIME, low=0.0, high=float((hi - lo) // size), integer=True,
+                          origin_ns=lo, unit=unit, domain_source=PUBLIC if public_bounds is not None else DATA)
+    x = series.to_numpy(dtype=np.float64, na_value=np.nan)[~missing]
+    if np.isinf(x).any():
+        raise DataError(f"column {name!r} holds {int(np.isinf(x).sum())} infinite value(s); replace them (e.g. with NaN)")
+    integer = bool(pd.api.types.is_integer_dtype(dtype))
+    if public_bounds is not None:
+        lo, hi = (float(b) for b in _bounds_pair(name, public_bounds))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
+            raise ConfigError(f"public_bounds[{name!r}] = {public_bounds!r}; expected finite (low, high) with low <= high")
+        if integer:
+            lo, hi = float(math.ceil(lo)), float(math.floor(hi))
+            if hi < lo:
+                raise ConfigError(f"public_bounds[{name!r}] contain no integer")
+    else:
+        lo, hi = float(x.min()), float(x.max())
+    if hi - lo > float(np.finfo(np.float32).max):
+        raise DataError(f"column {name!r} spans {hi - lo:.3g}, more than float32 holds: rescale it")
+    return ColumnSpec(**common, kind=NUMERIC, low=lo, high=hi, integer=integer,
+                      domain_source=PUBLIC if public_bounds is not None else DATA)
+
+
+def _bounds_pair(name: str, bounds) -> tuple:
+    try:
+        lo, hi = bounds
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"public_bounds[{name!r}] = {bounds!r}; expected a pair (low, high)") from err
+    return lo, hi
+
+
+def _fit_categorical(series, missing, max_categories, public_categories, common) -> ColumnSpec:
+    name, dtype = series.name, series.dtype
+    ordered = bool(getattr(dtype, "ordered", False)) if isinstance(dtype, pd.CategoricalDtype) else False
+    if pd.api.types.is_object_dtype(dtype) and missing.any():
+        common["missing_is_none"] = all(v is None for v in series.to_numpy()[missing])
+    if public_categories is not None:
+        cats = _validate_public_categories(name, public_categories)
+        codes = pd.Index(list(cats)).get_indexer(series.to_numpy()[~missing]) if (~missing).any() else np.zeros(0, int)
+        if (codes < 0).any():
+            outside = pd.unique(series.to_numpy()[~missing][codes < 0])[:5]
+            raise DataError(f"column {name!r} holds values outside public_categories: {list(outside)!r}")
+        return ColumnSpec(**common, kind=CATEGORICAL, categories=cats, ordered=ordered, domain_source=PUBLIC)
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = tuple(check_labels(name, list(dtype.categories), max_categories))  # the dtype's own order
+    elif pd.api.types.is_bool_dtype(dtype):
+        cats = (False, True)
+    else:
+        cats = tuple(sorted(check_labels(name, pd.unique(series.to_numpy()[~missing]), max_categories)))
+    return ColumnSpec(**common, kind=CATEGORICAL, categories=cats, ordered=ordered)

@@ -1,0 +1,189 @@
+"""The reverse process of the mixed model as one compiled ``lax.scan``, in fixed-size chunks.
+
+Every random number of row ``i`` comes from ``fold_in(key, i)`` (its starting noise, the noise of
+each step, and its class label when one is drawn), so the rows do not depend on how ``n`` is cut
+into chunks: sampling in chunks of 1,000 or of 100,000 gives the same table, and ``n`` = 1,000,000
+runs with the memory of one chunk. The chunk function is compiled once per (model, chunk size,
+sampler options); the last chunk is padded and trimmed.
+
+Two samplers:
+
+* ancestral (``num_sample_steps=None``): all ``T`` steps; TabDDPM's Gaussian step with the
+  "fixedlarge" variance and the multinomial posterior ``p(x_{t-1} | x_t)``;
+* skipping (``num_sample_steps=S < T``): ``S`` evenly spaced steps; DDIM for the numbers
+  (``eta = 0`` deterministic) and the exact multi-step multinomial posterior for the categories.
+
+Example:
+  >>> batch = sample(params, graphdef, config, jax.random.key(0), 10_000, class_probs=freqs)
+  >>> batch.x_num.shape, batch.x_cat.shape, batch.y.shape
+  ((10000, 6), (10000, 8), (10000,))
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tabdiff_jax import gaussian, multinomial
+from tabdiff_jax.diffusion import DiffusionConfig, TableBatch, denoiser_input
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.nets import apply
+from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
+
+DEFAULT_CHUNK_SIZE = 8192
+
+
+def timestep_pairs(num_timesteps: int, num_sample_steps: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decreasing timesteps ``t`` visited by the sampler and the step ``s`` each one jumps to (-1: data)."""
+    if num_sample_steps is None or int(num_sample_steps) == num_timesteps:
+        ts = np.arange(num_timesteps - 1, -1, -1, dtype=np.int32)
+    else:
+        ts = gaussian.skip_timesteps(num_timesteps, num_sample_steps)[::-1].astype(np.int32)
+    return ts, np.concatenate([ts[1:], [-1]]).astype(np.int32)
+
+
+def _row_keys(key, start, size):
+    rows = start + jnp.arange(size, dtype=jnp.uint32)
+    return jax.vmap(jax.random.fold_in, (None, 0))(key, rows)
+
+
+@functools.lru_cache(maxsize=16)
+def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_sample_steps: Optional[int] = None,
+                       eta: float = 0.0, variance: str = "fixedlarge", clip_x0: Optional[float] = None):
+    """Compile the reverse process for one chunk of ``chunk_size`` rows.
+
+    Returns:
+      ``chunk(params, key, start, y, class_logits) -> TableBatch`` (device arrays). ``start`` is the
+      global index of the chunk's first row (uint32 scalar); ``y`` int32 ``[chunk_size]`` holds the
+      class of each row, or -1 to draw it from ``class_logits`` float32 ``[num_classes]``.
+    """
+    schedule = config.make_schedule()
+    spec = config.spec
+    ts, ss = timestep_pairs(config.num_timesteps, num_sample_steps)
+    ancestral = num_sample_steps is None or int(num_sample_steps) == config.num_timesteps
+    d, nb = config.num_numeric, config.num_blocks
+
+    sizes = jnp.asarray(spec.sizes, jnp.int32)
+
+    def row_init(rk):
+        k_num, k_cat = jax.random.split(jax.random.fold_in(rk, 0))
+        uniform = jnp.minimum((jax.random.uniform(k_cat, (nb,)) * sizes).astype(jnp.int32), sizes - 1)
+        return jax.random.normal(k_num, (d,)), uniform
+
+    def row_noise(rk, i):
+        k_num, k_cat = jax.random.split(jax.random.fold_in(rk, i + 1))
+        return jax.random.normal(k_num, (d,)), jax.random.gumbel(k_cat, (spec.onehot_dim,))
+
+    def chunk(params, key, start, y, class_logits):
+        row_keys = _row_keys(jax.random.fold_in(key, 0), start, chunk_size)
+        if config.num_classes:
+            y_keys = _row_keys(jax.random.fold_in(key, 1), start, chunk_size)
+            drawn = jax.vmap(lambda k: jax.random.categorical(k, class_logits))(y_keys).astype(jnp.int32)
+            y = jnp.where(y >= 0, y, drawn)
+        else:
+            y = None
+        x_num, x_cat = jax.vmap(row_init)(row_keys)
+
+        def body(carry, inp):
+            x_num, x_cat = carry
+            i, t, s = inp
+            t_b, s_b = jnp.full((chunk_size,), t), jnp.full((chunk_size,), s)
+            # one timestep for the whole chunk: the time embedding is computed once and broadcast
+            out = apply(graphdef, params, denoiser_input(config, x_num, x_cat), t[None], y)
+            eps, logits = out[:, :d], out[:, d:]
+            noise, gumbel = jax.vmap(row_noise, (0, None))(row_keys, i)
+            if ancestral:
+                x_num = gaussian.p_sample(schedule, x_num, t_b, eps, noise, variance, clip_x0)
+            else:
+                x_num = gaussian.ddim_step(schedule, x_num, t_b, s_b, eps, noise, eta, clip_x0)
+            if nb:
+                log_p = multinomial.p_posterior(schedule, logits, x_cat, t_b, spec, None if ancestral else s_b)
+                x_cat = multinomial.gumbel_argmax(log_p, gumbel, spec)
+            return (x_num, x_cat), None
+
+        steps = (jnp.arange(len(ts), dtype=jnp.uint32), jnp.asarray(ts), jnp.asarray(ss))
+        (x_num, x_cat), _ = jax.lax.scan(body, (x_num, x_cat), steps)
+        return TableBatch(x_num, x_cat, y)
+
+    return jax.jit(chunk)
+
+
+def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, class_probs=None,
+           chunk_size: int = DEFAULT_CHUNK_SIZE, num_sample_steps: Optional[int] = None, eta: float = 0.0,
+           variance: str = "fixedlarge", clip_x0: Optional[float] = None, postprocess=None):
+    """Generate ``n`` rows in chunks; returns a :class:`TableBatch` of NumPy arrays.
+
+    Args:
+      params, graphdef: the split denoiser.
+      config: the diffusion config.
+      key: PRNG key; row ``i`` depends only on ``key`` and ``i``.
+      n: number of rows.
+      y: class labels: an int (every row), an int array ``[n]`` (-1 entries are drawn), or None.
+      class_probs: class frequencies ``[num_classes]`` to draw labels from (required when
+        ``config.num_classes > 0`` and some label is not given).
+      chunk_size: rows per compiled call (bounds the memory).
+      num_sample_steps: None for all ``T`` ancestral steps, else that many skipping steps.
+      eta: DDIM stochasticity of the numbers when skipping.
+      variance: "fixedlarge" (TabDDPM) or "fixedsmall" for the ancestral Gaussian step.
+      clip_x0: clip the predicted numeric ``x_0`` to ``[-clip_x0, clip_x0]``.
+      postprocess: optional jnp function ``TableBatch -> pytree`` run on the device on each chunk
+        (e.g. decoding); its results are concatenated instead.
+
+    Raises:
+      ConfigError: bad ``n`` / ``chunk_size``, a label out of range or missing class_probs.
+    """
+    n, chunk_size = int(n), int(chunk_size)
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if variance not in gaussian.VARIANCES:
+        raise ConfigError(f"variance must be one of {gaussian.VARIANCES}, got {variance!r}")
+    chunk_size = min(chunk_size, n)
+    num_chunks = -(-n // chunk_size)
+    y_all = np.full(num_chunks * chunk_size, -1, np.int32)
+    class_logits = jnp.zeros((max(config.num_classes, 1),), jnp.float32)
+    if config.num_classes:
+        if y is not None:
+            y_given = np.broadcast_to(np.asarray(y, np.int64), (n,))
+            if np.any(y_given >= config.num_classes) or np.any(y_given < -1):
+                raise ConfigError(f"y must be class codes in 0..{config.num_classes - 1} (or -1 to draw)")
+            y_all[:n] = y_given
+        if np.any(y_all[:n] < 0):
+            if class_probs is None:
+                raise ConfigError("class_probs is required to draw the class labels y")
+            probs = np.asarray(class_probs, np.float64)
+            if probs.shape != (config.num_classes,) or np.any(probs < 0) or probs.sum() <= 0:
+                raise ConfigError(f"class_probs must be {config.num_classes} non-negative frequencies")
+            with np.errstate(divide="ignore"):
+                class_logits = jnp.asarray(np.maximum(np.log(probs / probs.sum()), -1e4), jnp.float32)
+    elif y is not None:
+        raise ConfigError("y was given but the model has no class condition")
+    fn = make_chunk_sampler(graphdef, config, chunk_size, num_sample_steps, float(eta), variance, clip_x0)
+    if postprocess is not None:
+        fn = _with_postprocess(fn, postprocess)
+    outs, pending = [], None
+    for c in range(num_chunks):  # dispatch chunk c before fetching chunk c - 1 (overlap host copies)
+        res = fn(params, key, jnp.uint32(c * chunk_size), jnp.asarray(y_all[c * chunk_size:(c + 1) * chunk_size]),
+                 class_logits)
+        if pending is not None:
+            outs.append(jax.device_get(pending))
+        pending = res
+    outs.append(jax.device_get(pending))
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *outs)
+
+
+@functools.lru_cache(maxsize=16)
+def _with_postprocess(fn, postprocess):
+    return jax.jit(lambda *args: postprocess(fn(*args)))
+
+
+def to_encoded_table(batch: TableBatch, layout: TableLayout) -> EncodedTable:
+    """Sampled rows -> the :class:`EncodedTable` of the full ``layout`` (class labels merged back)."""
+    feats = EncodedTable(jnp.asarray(batch.x_num), jnp.asarray(batch.x_cat, jnp.int32), layout.without_target()
+                         if batch.y is not None else layout)
+    return merge_target(feats, batch.y, layout)

@@ -1,0 +1,163 @@
+"""Multinomial diffusion in log space: closed forms, normalisation, sampling and stability."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tabdiff_jax import multinomial as mn
+from tabdiff_jax.schedules import make_schedule
+from tabdiff_jax.table import TableLayout, to_onehot
+
+S = make_schedule(50, "cosine")
+SPEC = mn.BlockSpec((3, 5, 2))
+ABAR = np.cumprod(1 - np.asarray(S.betas, np.float64))
+
+
+def _blocks(flat_log_p, spec=SPEC):
+    """Flat log-probs -> list of per-block probability arrays (float64)."""
+    p = np.exp(np.asarray(flat_log_p, np.float64))
+    return [p[..., o:o + k] for o, k in zip(spec.offsets, spec.sizes)]
+
+
+def _mix(a, onehot, K):
+    return a * onehot + (1 - a) / K
+
+
+def test_log1mexp_accuracy_and_gradients():
+    a = jnp.array([-1e-7, -1e-4, -0.5, -0.6931, -0.7, -5.0, -30.0, -90.0])
+    a64 = np.asarray(a, np.float64)
+    ref = np.where(a64 > -np.log(2), np.log(-np.expm1(a64)), np.log1p(-np.exp(a64)))
+    np.testing.assert_allclose(mn.log1mexp(a), ref, rtol=1e-5, atol=1e-30)
+    assert np.all(np.isfinite(jax.vmap(jax.grad(mn.log1mexp))(a)))
+
+
+def test_block_algebra_against_numpy():
+    x = jax.random.normal(jax.random.key(0), (4, SPEC.onehot_dim)) * 30
+    lse = np.asarray(mn.block_logsumexp(x, SPEC))
+    for b, blk in enumerate(_blocks(x)):
+        np.testing.assert_allclose(lse[:, b], np.log(blk.sum(-1)), rtol=1e-5)
+    for blk in _blocks(mn.normalize(x, SPEC)):
+        np.testing.assert_allclose(blk.sum(-1), 1.0, rtol=1e-5)
+    padded = mn.to_padded(x, SPEC)
+    assert padded.shape == (4, 3, 5) and float(padded[0, 2, 4]) == mn.NEG
+    np.testing.assert_array_equal(padded[:, 1], x[:, 3:8])
+    codes = jnp.array([[2, 4, 1], [0, 0, 0]])
+    layout = TableLayout(categorical_names=("a", "b", "c"), categorical_sizes=SPEC.sizes,
+                         categorical_roles=("category",) * 3)
+    np.testing.assert_array_equal(mn.onehot_flat(codes, SPEC), to_onehot(codes, layout))
+    np.testing.assert_array_equal(np.exp(mn.log_onehot(codes, SPEC)), to_onehot(codes, layout))
+    np.testing.assert_allclose(mn.log_likelihood(codes, x[:2], SPEC), [[x[0, 2], x[0, 7], x[0, 9]], [x[1, 0], x[1, 3], x[1, 8]]])
+
+
+@pytest.mark.parametrize("t", [0, 10, 49])
+def test_q_pred_closed_form(t):
+    codes = jnp.array([[2, 4, 1], [0, 1, 0]])
+    log_q = mn.q_pred(S, mn.log_onehot(codes, SPEC), jnp.array([t, t]), SPEC)
+    for b, (p, K) in enumerate(zip(_blocks(log_q), SPEC.sizes)):
+        np.testing.assert_allclose(p, _mix(ABAR[t], np.eye(K)[np.asarray(codes[:, b])], K), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
+
+
+def _bayes_posterior(x0, xt, t, s, K):
+    """q(x_s | x_t, x_0) in float64 from the transition matrices (one-hot x0, code xt)."""
+    ab_s = 1.0 if s < 0 else ABAR[s]
+    prior = np.eye(K)[x0] if s < 0 else _mix(ab_s, np.eye(K)[x0], K)
+    like = _mix(ABAR[t] / ab_s, np.eye(K)[xt], K)  # q(x_t = xt | x_s = j) for each j
+    return prior * like / np.sum(prior * like)
+
+
+@pytest.mark.parametrize("t,s", [(1, None), (7, None), (49, None), (0, None), (30, 10), (20, -1), (49, 48)])
+def test_q_posterior_matches_bayes_and_normalises(t, s):
+    rng = np.random.default_rng(t)
+    codes0 = jnp.asarray(rng.integers(0, SPEC.sizes, size=(4, 3)), jnp.int32)
+    codes_t = jnp.asarray(rng.integers(0, SPEC.sizes, size=(4, 3)), jnp.int32)
+    tt, ss = jnp.full((4,), t), (None if s is None else jnp.full((4,), s))
+    post = jax.jit(mn.q_posterior, static_argnums=4)(S, mn.log_onehot(codes0, SPEC), codes_t, tt, SPEC, ss)
+    s_eff = t - 1 if s is None else s
+    for b, (p, K) in enumerate(zip(_blocks(post), SPEC.sizes)):
+        np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+        for i in range(4):
+            expected = _bayes_posterior(int(codes0[i, b]), int(codes_t[i, b]), t, s_eff, K)
+            np.testing.assert_allclose(p[i], expected, rtol=2e-4, atol=1e-7)
+
+
+def test_skip_posterior_with_previous_step_equals_one_step():
+    log_x0 = mn.normalize(jax.random.normal(jax.random.key(3), (6, SPEC.onehot_dim)), SPEC)  # a soft prediction
+    codes_t = jax.random.randint(jax.random.key(4), (6, 3), 0, 2)
+    t = jnp.array([1, 2, 10, 25, 40, 49])
+    post = jax.jit(mn.q_posterior, static_argnums=4)
+    a = post(S, log_x0, codes_t, t, SPEC)
+    b = post(S, log_x0, codes_t, t, SPEC, t - 1)
+    np.testing.assert_allclose(np.exp(a), np.exp(b), atol=2e-5)
+
+
+def test_kl_zero_for_equal_and_closed_form_otherwise():
+    lp = mn.normalize(jax.random.normal(jax.random.key(0), (5, SPEC.onehot_dim)), SPEC)
+    lq = mn.normalize(jax.random.normal(jax.random.key(1), (5, SPEC.onehot_dim)), SPEC)
+    np.testing.assert_allclose(mn.kl(lp, lp, SPEC), 0.0, atol=1e-6)
+    k = np.asarray(mn.kl(lp, lq, SPEC))
+    assert k.shape == (5, 3) and np.all(k > 0)
+    for b, (p, q) in enumerate(zip(_blocks(lp), _blocks(lq))):
+        np.testing.assert_allclose(k[:, b], np.sum(p * np.log(p / q), -1), rtol=1e-4, atol=1e-6)
+
+
+def test_vb_terms_zero_for_perfect_prediction_and_nll_at_t0():
+    codes0 = jnp.array([[2, 4, 1], [0, 1, 0], [1, 3, 1]])
+    t = jnp.array([5, 30, 49])
+    vb_terms = jax.jit(mn.vb_terms, static_argnums=5)
+    codes_t = mn.q_sample(jax.random.key(0), S, codes0, t, SPEC)
+    perfect = 30.0 * mn.onehot_flat(codes0, SPEC)  # logits with (almost) all mass on x0
+    np.testing.assert_allclose(vb_terms(S, perfect, codes0, codes_t, t, SPEC), 0.0, atol=1e-5)
+    logits = jax.random.normal(jax.random.key(1), (3, SPEC.onehot_dim))
+    t0 = jnp.zeros((3,), jnp.int32)
+    nll = np.asarray(vb_terms(S, logits, codes0, codes0, t0, SPEC))
+    # at t = 0: p(x_0 = j | x_1) is proportional to softmax(logits)_j q(x_1 | x_0 = j)
+    for b, (p, K) in enumerate(zip(_blocks(mn.normalize(logits, SPEC)), SPEC.sizes)):
+        for i in range(3):
+            c = int(codes0[i, b])
+            post = p[i] * _mix(1 - float(S.betas[0]), np.eye(K)[c], K)
+            np.testing.assert_allclose(nll[i, b], -np.log(post[c] / post.sum()), rtol=1e-4, atol=1e-6)
+
+
+def _check_freq(codes, probs):
+    n = codes.shape[0]
+    freq = np.bincount(np.asarray(codes), minlength=len(probs)) / n
+    np.testing.assert_array_less(np.abs(freq - probs), 5 * np.sqrt(probs * (1 - probs) / n) + 1e-12)
+
+
+def test_gumbel_and_q_sample_frequencies():
+    n = 40_000
+    probs = [np.array([0.2, 0.5, 0.3]), np.array([0.1, 0.1, 0.1, 0.1, 0.6]), np.array([0.9, 0.1])]
+    log_p = jnp.log(jnp.asarray(np.concatenate(probs), jnp.float32))
+    codes = jax.jit(mn.sample, static_argnums=2)(jax.random.key(0), jnp.broadcast_to(log_p, (n, 10)), SPEC)
+    for b, p in enumerate(probs):
+        _check_freq(codes[:, b], p)
+    codes0 = jnp.broadcast_to(jnp.array([2, 0, 1]), (n, 3))
+    ct = jax.jit(mn.q_sample, static_argnums=4)(jax.random.key(1), S, codes0, jnp.full((n,), 20), SPEC)
+    for b, K in enumerate(SPEC.sizes):
+        _check_freq(ct[:, b], _mix(ABAR[20], np.eye(K)[int(codes0[0, b])], K))
+
+
+def test_kl_prior_small_at_T():
+    kp = mn.kl_prior(S, jnp.array([[2, 4, 1]]), SPEC)
+    assert kp.shape == (1, 3) and np.all(np.asarray(kp) >= 0) and np.all(np.asarray(kp) < 1e-3)
+
+
+def test_no_nan_with_100_blocks_of_50_at_T1000():
+    schedule = make_schedule(1000, "cosine")
+    spec = mn.BlockSpec((50,) * 100)
+    codes0 = jax.random.randint(jax.random.key(0), (8, 100), 0, 50)
+    t = jnp.array([0, 1, 2, 10, 500, 990, 998, 999])
+    codes_t = mn.q_sample(jax.random.key(1), schedule, codes0, t, spec)
+    logits = 20.0 * jax.random.normal(jax.random.key(2), (8, spec.onehot_dim))
+
+    def loss(logits):
+        return jnp.sum(mn.vb_terms(schedule, logits, codes0, codes_t, t, spec))
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(logits)
+    assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+    post = jax.jit(lambda c0, ct: mn.q_posterior(schedule, mn.log_onehot(c0, spec), ct, t, spec))(codes0, codes_t)
+    sums = np.exp(np.asarray(post, np.float64)).reshape(8, 100, 50).sum(-1)
+    assert np.all(np.isfinite(np.asarray(post)))
+    np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
