@@ -53,3 +53,17 @@ def test_sample_from_a_folder_that_is_not_a_run(capsys, tmp_path):
     code, _, err = _run(capsys, "sample", str(tmp_path), "-n", "5", "-o", str(tmp_path / "o.csv"))
     assert code == 2 and "not a saved model (no model.json)" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_demo_quick_runs_end_to_end(capsys, tmp_path):
+    code = main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("report.md", "report.json", "synthetic.csv", "model/model.json", "model/run.json"):
+        assert (tmp_path / "demo" / name).exists(), name
+    assert "utility f1_macro, train on synthetic" in out
+    import pandas as pd
+    from tabdiff_jax import datasets
+
+    synthetic = pd.read_csv(tmp_path / "demo" / "synthetic.csv")
+    assert list(synthetic.columns) == list(datasets.load("adult")[0].columns) and len(synthetic) == 1000
