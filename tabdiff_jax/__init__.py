@@ -21,7 +21,6 @@ _LAZY = {
     "Preprocessor": "tabdiff_jax.preprocess",
     "EncodedTable": "tabdiff_jax.table",
     "TableLayout": "tabdiff_jax.table",
-    "evaluate": "tabdiff_jax.evaluate",
     "Report": "tabdiff_jax.evaluate",
     "load": "tabdiff_jax.models.base",
     "Synthesizer": "tabdiff_jax.models.base",
@@ -39,7 +38,7 @@ _LAZY = {
     "ConfigError": "tabdiff_jax.errors",
     "TabdiffError": "tabdiff_jax.errors",
 }
-_SUBMODULES = ("datasets",)
+_SUBMODULES = ("datasets", "evaluate")
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 

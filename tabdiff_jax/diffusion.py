@@ -4,7 +4,8 @@ One denoiser sees ``[x_num_t | one-hot(x_cat_t)]`` and returns ``[eps_pred | log
 of a row is ``mean_j (eps_pred_j - eps_j)^2 + w * mean_b L_t^b`` where ``L_t^b`` is the
 multinomial variational-bound term of block ``b`` (KL for ``t >= 1``, decoder NLL at ``t = 0``)
 and ``w = T`` by default, TabDDPM's ``kl / p(t)`` with ``t`` uniform (an unbiased estimate of the
-sum over all steps). ``t`` is drawn uniformly per row. A classification target is not diffused:
+sum over all steps); the reference's constant prior term ``KL(q(x_T | x_0) || uniform)`` has no
+gradient and is left out. ``t`` is drawn uniformly per row. A classification target is not diffused:
 it is the label condition ``y``; a regression target is one of the numeric columns.
 
 Layers: :class:`DiffusionConfig` (static), the loss functions (:func:`per_example_losses`, batched,
@@ -35,6 +36,7 @@ from tabdiff_jax import gaussian, multinomial
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.multinomial import BlockSpec
 from tabdiff_jax.nets import DEFAULT_D_LAYERS, DEFAULT_DIM_T, TabDDPMDenoiser, apply
+from tabdiff_jax.sharding import constrain_rows
 from tabdiff_jax.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.table import TableLayout
 
@@ -230,8 +232,11 @@ def draw_batch(data: TableBatch, key, batch_size: int) -> TableBatch:
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: DiffusionConfig, *,
-                    batch_size: Optional[int] = None, ema_decay: Optional[float] = None):
+                    batch_size: Optional[int] = None, ema_decay: Optional[float] = None, mesh=None):
     """One compiled training step.
+
+    With a ``mesh`` (:func:`tabdiff_jax.sharding.data_mesh`), the drawn batch is split by rows over
+    its ``data`` axis (data parallelism; parameters replicated); ``None`` is single-device code.
 
     Returns:
       ``step(state, data, key) -> (state, metrics)``, a single ``jax.jit`` with the state donated.
@@ -243,6 +248,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: D
     def step(state: TrainState, data: TableBatch, key):
         k_batch, k_loss = jax.random.split(key)
         batch = draw_batch(data, k_batch, batch_size) if batch_size else data
+        batch = constrain_rows(batch, mesh)
         grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, graphdef, batch, k_loss, config)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tabdiff_jax.sharding import auto_mesh, constrain_rows
 from tabdiff_jax import gaussian, multinomial
 from tabdiff_jax.diffusion import DiffusionConfig, TableBatch, denoiser_input
 from tabdiff_jax.errors import ConfigError
@@ -53,8 +54,12 @@ def _row_keys(key, start, size):
 
 @functools.lru_cache(maxsize=16)
 def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_sample_steps: Optional[int] = None,
-                       eta: float = 0.0, variance: str = "fixedlarge", clip_x0: Optional[float] = None):
+                       eta: float = 0.0, variance: str = "fixedlarge", clip_x0: Optional[float] = None,
+                       mesh=None):
     """Compile the reverse process for one chunk of ``chunk_size`` rows.
+
+    With a ``mesh`` the chunk's rows are split over its ``data`` axis (each device runs the whole
+    reverse process for its rows); rows depend only on their keys, so the output is the same.
 
     Returns:
       ``chunk(params, key, start, y, class_logits) -> TableBatch`` (device arrays). ``start`` is the
@@ -86,7 +91,8 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
             y = jnp.where(y >= 0, y, drawn)
         else:
             y = None
-        x_num, x_cat = jax.vmap(row_init)(row_keys)
+        row_keys = constrain_rows(row_keys, mesh)
+        x_num, x_cat = constrain_rows(jax.vmap(row_init)(row_keys), mesh)
 
         def body(carry, inp):
             x_num, x_cat = carry
@@ -163,7 +169,10 @@ def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, cl
                 class_logits = jnp.asarray(np.maximum(np.log(probs / probs.sum()), -1e4), jnp.float32)
     elif y is not None:
         raise ConfigError("y was given but the model has no class condition")
-    fn = make_chunk_sampler(graphdef, config, chunk_size, num_sample_steps, float(eta), variance, clip_x0)
+    mesh = auto_mesh()
+    if mesh is not None and chunk_size % mesh.size:
+        mesh = None  # a chunk that does not split evenly runs on one device
+    fn = make_chunk_sampler(graphdef, config, chunk_size, num_sample_steps, float(eta), variance, clip_x0, mesh)
     if postprocess is not None:
         fn = _with_postprocess(fn, postprocess)
     outs, pending = [], None

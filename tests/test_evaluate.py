@@ -94,6 +94,10 @@ def test_utility_with_sklearn_model(tables):
     assert u["synthetic"]["f1_macro"] < 0.65  # labels shuffled: nothing to learn
     assert u["gap"] == pytest.approx(u["real"]["f1_macro"] - u["synthetic"]["f1_macro"])
     assert 0.5 < u["real"]["roc_auc"] <= 1.0 and 0.0 <= u["real"]["accuracy"] <= 1.0
+    one_class = train[train["label"] == "no"]
+    u1 = evaluate(train, one_class, test=test, target="label", seed=0, utility_model="sklearn", utility_iterations=40,
+                  skip=("detection", "coverage", "privacy", "sdmetrics_dcr"))["utility"]
+    assert u1["synthetic"]["fitted"].startswith("constant") and u1["synthetic"]["accuracy"] == pytest.approx((test["label"] == "no").mean())
     reg = evaluate(train, train, test=test, target="y", seed=0, utility_model="sklearn", utility_iterations=40,
                    skip=("detection", "coverage", "privacy", "sdmetrics_dcr"))["utility"]
     assert reg["task"] == "regression" and reg["real"]["r2"] > 0.9 and reg["real"]["rmse"] > 0

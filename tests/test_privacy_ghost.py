@@ -122,17 +122,20 @@ def test_private_steps_agree_on_the_final_update():
         np.testing.assert_allclose(float(outs[0][1][k]), float(outs[1][1][k]), rtol=1e-5)
 
 
-def test_nan_example_contributes_zero_in_both_paths():
+def test_nan_example_and_padding_contribute_zero_in_both_paths():
     graphdef, params = nnx.split(MLP(nnx.Rngs(0)), nnx.Param)
     batch, keys, mask = _data(nan_row=2)
-    f = jax.jit(lambda m: [clipped_grad_sum(mlp_loss, params, batch, keys, m, l2_clip=1.0, method=method,
-                                            graphdef=graphdef) for method in ("ghost", "vmap")])
-    with_nan, without = f(mask), f(mask.at[2].set(False))
-    for (s, stats, _), (ref, _, _) in zip(with_nan, without):
+    f = jax.jit(lambda b, m: [clipped_grad_sum(mlp_loss, params, b, keys, m, l2_clip=1.0, method=method,
+                                               graphdef=graphdef) for method in ("ghost", "vmap")])
+    with_nan, without = f(batch, mask), f(batch, mask.at[2].set(False))
+    x, y = batch
+    poisoned = (jnp.where(mask[:, None], x, 1e4), jnp.where(mask[:, None], y, -1e4))  # garbage in padding rows
+    for (s, stats, _), (ref, _, _), (pad, _, _) in zip(with_nan, without, f(poisoned, mask)):
         assert int(stats.num_nonfinite) == 1
-        for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(ref)):
+        for a, b, c in zip(jax.tree.leaves(s), jax.tree.leaves(ref), jax.tree.leaves(pad)):
             assert np.all(np.isfinite(np.asarray(a)))
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
 
 
 def test_norm_rules_against_explicit_per_example_gradients():

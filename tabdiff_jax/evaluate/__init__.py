@@ -15,3 +15,13 @@ from tabdiff_jax.evaluate.distances import EncodedRows, encode_rows, nearest, ne
 from tabdiff_jax.evaluate.report import Report
 
 __all__ = ["PARTS", "EncodedRows", "Report", "encode_rows", "evaluate", "evaluate_files", "nearest", "nearest_neighbours"]
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """Lets ``tabdiff_jax.evaluate(real, synthetic, ...)`` call :func:`evaluate` on the package itself."""
+
+    def __call__(self, *args, **kwargs):
+        return evaluate(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

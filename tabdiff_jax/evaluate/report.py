@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
+from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.io import atomic_path, write_json
 
 # (section, key, label, what is ideal)
@@ -86,7 +87,7 @@ class Report(Mapping):
 
         a = self._artifacts
         if not a:
-            raise ValueError("this report holds no tables to plot (it was rebuilt from a dict)")
+            raise ConfigError("this report holds no tables to plot: it was built from results alone, not by evaluate()")
         self.plot_files = write_plots(directory, a["real"], a["synthetic"], a["columns"],
                                       self._results["details"]["columns"], a.get("association"), a.get("distances"))
         return list(self.plot_files)

@@ -21,6 +21,22 @@ from tabdiff_jax.preprocess.schema import CATEGORICAL, DATETIME, DATETIME_UNITS,
 _NAT = np.iinfo(np.int64).min
 
 
+def check_table(df) -> None:
+    """Raise :class:`DataError` unless ``df`` is a non-empty DataFrame with unique string column names."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if df.shape[1] == 0:
+        raise DataError("the table has no columns")
+    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if dup:
+        raise DataError(f"duplicate column name(s) {dup!r}")
+    bad = [c for c in df.columns if not isinstance(c, str)]
+    if bad:
+        raise DataError(f"column names must be strings; got {bad[:5]!r} (use df.columns = df.columns.astype(str))")
+    if len(df) == 0:
+        raise DataError("the table has no rows")
+
+
 def check_frame(df, names: Sequence[str]) -> None:
     """Raise :class:`DataError` unless ``df`` is a DataFrame holding each of ``names`` exactly once."""
     if not isinstance(df, pd.DataFrame):
@@ -73,16 +89,18 @@ def category_codes(series: pd.Series, spec: ColumnSpec, index: pd.Index) -> np.n
       DataError: a label that was not seen at fit time (or is outside the public categories), or a
         missing value in a column that had none when fitted.
     """
-    missing = series.isna().to_numpy()
     if isinstance(series.dtype, pd.CategoricalDtype):
-        remap = index.get_indexer(series.cat.categories)
-        own = series.cat.codes.to_numpy()
-        codes = np.where(own >= 0, remap[own], -1) if len(remap) else np.full(len(series), -1)
+        own, labels = series.cat.codes.to_numpy(), series.cat.categories
     else:
-        codes = index.get_indexer(series.to_numpy())
+        # One hash pass (factorize: missing -> -1), then the few distinct labels are looked up:
+        # cheaper than a lookup per row, which makes pandas infer the type of every object.
+        own, labels = pd.factorize(series.to_numpy())
+    remap = index.get_indexer(labels) if len(labels) else np.zeros(0, np.intp)
+    missing = own < 0
+    codes = np.where(missing, -1, remap[np.maximum(own, 0)] if len(remap) else -1)
     unseen = (codes < 0) & ~missing
     if unseen.any():
-        examples = list(pd.unique(series.to_numpy()[unseen])[:5])
+        examples = list(np.asarray(labels)[remap < 0][:5])
         raise DataError(
             f"column {spec.name!r} holds {int(unseen.sum())} value(s) not seen when fitting, e.g. {examples!r}: "
             "fit on data that covers them, or pass public_categories"
@@ -94,18 +112,24 @@ def category_codes(series: pd.Series, spec: ColumnSpec, index: pd.Index) -> np.n
     return codes.astype(np.int32)
 
 
-def frame_to_raw(df: pd.DataFrame, specs: Sequence[ColumnSpec], indexes: dict) -> tuple[np.ndarray, np.ndarray]:
-    """DataFrame -> ``(raw_numeric float32 [n, N], raw_codes int32 [n, K])`` (see the module docstring)."""
+def frame_to_raw(df: pd.DataFrame, specs: Sequence[ColumnSpec], indexes: dict,
+                 rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """DataFrame -> ``(raw_numeric float32 [rows, N], raw_codes int32 [rows, K])`` (see the module docstring).
+
+    ``rows`` >= ``len(df)`` pads with zero rows (valid values) for a jitted call of a fixed shape;
+    it defaults to ``len(df)``.
+    """
     check_frame(df, [s.name for s in specs])
     n = len(df)
+    rows = n if rows is None else rows
     num_specs = [s for s in specs if s.kind != CATEGORICAL]
     cat_specs = [s for s in specs if s.kind == CATEGORICAL]
-    raw_numeric = np.empty((n, len(num_specs)), np.float32)
+    raw_numeric = np.zeros((rows, len(num_specs)), np.float32)
     for j, spec in enumerate(num_specs):
-        raw_numeric[:, j] = centred_values(df[spec.name], spec)
-    raw_codes = np.empty((n, len(cat_specs)), np.int32)
+        raw_numeric[:n, j] = centred_values(df[spec.name], spec)
+    raw_codes = np.zeros((rows, len(cat_specs)), np.int32)
     for j, spec in enumerate(cat_specs):
-        raw_codes[:, j] = category_codes(df[spec.name], spec, indexes[spec.name])
+        raw_codes[:n, j] = category_codes(df[spec.name], spec, indexes[spec.name])
     return raw_numeric, raw_codes
 
 
@@ -120,9 +144,8 @@ def restore_dtype(name: str):
 
 
 def _with_dtype(values: np.ndarray, name: str) -> pd.Series:
-    series = pd.Series(values, copy=False)
-    dtype = restore_dtype(name)
-    return series if series.dtype == dtype else series.astype(dtype)
+    # An explicit dtype: pandas 3 would otherwise infer "str" for an object array of strings.
+    return pd.Series(values, dtype=restore_dtype(name), copy=False)
 
 
 def numeric_series(raw: np.ndarray, spec: ColumnSpec) -> pd.Series:
@@ -186,4 +209,6 @@ def raw_to_frame(raw_numeric: np.ndarray, raw_codes: np.ndarray, specs: Sequence
         else:
             columns[spec.name] = numeric_series(raw_numeric[:, i], spec)
             i += 1
-    return pd.DataFrame(columns, columns=[s.name for s in specs])
+    # copy=False keeps one block per column: consolidating 1e6-row object columns costs more
+    # than building them.
+    return pd.DataFrame(columns, columns=[s.name for s in specs], copy=False)

@@ -31,21 +31,6 @@ def _positive_int(name, value, minimum=1):
     return int(value)
 
 
-def _check_table(df) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    if df.shape[1] == 0:
-        raise DataError("the table has no columns")
-    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
-    if dup:
-        raise DataError(f"duplicate column name(s) {dup!r}")
-    bad = [c for c in df.columns if not isinstance(c, str)]
-    if bad:
-        raise DataError(f"column names must be strings; got {bad[:5]!r} (use df.columns = df.columns.astype(str))")
-    if len(df) == 0:
-        raise DataError("the table has no rows")
-
-
 def _check_keys(arg: str, mapping: Optional[Mapping], columns) -> dict:
     mapping = dict(mapping or {})
     unknown = [k for k in mapping if k not in set(columns)]
@@ -69,6 +54,14 @@ class Preprocessor:
     so samplers decode on the device); ``to_arrays`` / ``from_arrays`` are the vectorised host
     halves (labels <-> codes, dtypes, datetimes). See :mod:`tabdiff_jax.preprocess.schema` for
     the schema inference rules and :mod:`tabdiff_jax.preprocess.frames` for the raw arrays.
+
+    Round-trip precision (float32 on the device): categories, missing values, constant columns
+    and (minmax / standard) integer columns come back exactly; minmax / standard floats within
+    about 1e-6 of max(|x|, column std); quantile within 1/1000 of the width of the quantile bin
+    holding the value (so a wide integer column may be off by one in a sparse tail);
+    mode_specific is CTGAN's encoding, which clips a value more than 3.96 sigma from its chosen
+    mode (a few outliers per column on the bundled tables, e.g. 57 of 32,561 capital-gain values
+    of Adult).
 
     Example:
       >>> pre = Preprocessor(numeric="quantile").fit(df, target="income")
@@ -112,7 +105,7 @@ class Preprocessor:
             or unknown column names in the arguments.
           ConfigError: bad ``task``, or kinds that contradict the dtypes or the task.
         """
-        _check_table(df)
+        frames.check_table(df)
         columns = list(df.columns)
         if target is not None and target not in columns:
             raise DataError(f"target {target!r} is not a column of the table (columns: {columns[:20]!r})")
@@ -150,9 +143,11 @@ class Preprocessor:
             raise DataError(f"column name(s) {clash!r} clash with the names of helper blocks; rename them")
 
         num_specs = [s for s in specs if s.kind != CATEGORICAL]
-        x = np.stack([frames.centred_values(df[s.name], s) for s in num_specs], axis=1) if num_specs else np.zeros((len(df), 0))
+        x = np.empty((len(df), len(num_specs)), order="F")  # column-major: the fits read columns
+        for j, s in enumerate(num_specs):
+            x[:, j] = frames.centred_values(df[s.name], s)
         span = np.array([s.span for s in num_specs], np.float64)
-        x = np.clip(x, 0.0, span)  # public bounds: statistics of the clipped values
+        np.clip(x, 0.0, span, out=x)  # public bounds: statistics of the clipped values
         impute = np.array([np.median(col[~np.isnan(col)]) for col in x.T], np.float32)
         params = TRANSFORMS[self.numeric].fit(x, span, n_quantiles=self.n_quantiles, max_modes=self.max_modes, seed=self.seed)
         # Assign only once everything succeeded, so a failed fit leaves the object as it was.
@@ -181,12 +176,13 @@ class Preprocessor:
             i += 1
         sizes = tuple(int(z) for z in sizes)
         self._plan = CodecPlan(self.numeric, tuple(blocks), sizes, len(self._num_specs), len(self._cat_specs))
-        self._stats = CodecStats(
-            impute=jnp.asarray(self.impute, jnp.float32),
-            span=jnp.asarray([s.span for s in self._num_specs], jnp.float32),
-            integer=jnp.asarray([s.integer for s in self._num_specs], bool),
-            params=jax.tree.map(jnp.asarray, self.params),
-        )
+        # numpy does the dtype conversions, so that building a preprocessor compiles nothing
+        self._stats = jax.device_put(CodecStats(
+            impute=np.asarray(self.impute, np.float32),
+            span=np.asarray([s.span for s in self._num_specs], np.float32),
+            integer=np.asarray([s.integer for s in self._num_specs], bool),
+            params=jax.tree.map(np.asarray, self.params),
+        ))
         self.layout = TableLayout(
             numeric_names=tuple(s.name for s in self._num_specs), categorical_names=tuple(names),
             categorical_sizes=sizes, categorical_roles=tuple(roles), target=self.target, task=self.task,
@@ -274,17 +270,26 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ composed
     def encode(self, df: pd.DataFrame) -> EncodedTable:
-        """DataFrame -> :class:`EncodedTable` (``to_arrays`` then a jitted ``encode_arrays``)."""
-        raw_numeric, raw_codes = self.to_arrays(df)
-        n = raw_numeric.shape[0]
-        out = self.encode_arrays(_pad_rows(raw_numeric, n), _pad_rows(raw_codes, n))
-        return EncodedTable(numeric=out.numeric[:n], categorical=out.categorical[:n], layout=out.layout)
+        """DataFrame -> :class:`EncodedTable` (``to_arrays`` then ``encode_arrays``).
+
+        Rows are padded to a size bucket (see :func:`_bucket`) so that tables of similar sizes
+        share one compiled program; the padding is dropped on the host, which is cheaper than a
+        device slice compiled for every row count.
+        """
+        self._require_fitted()
+        n = len(df) if isinstance(df, pd.DataFrame) else 0
+        raw_numeric, raw_codes = frames.frame_to_raw(df, self.specs, self._indexes, rows=_bucket(n))
+        out = self.encode_arrays(raw_numeric, raw_codes)
+        return EncodedTable(numeric=jnp.asarray(np.asarray(out.numeric)[:n]),
+                            categorical=jnp.asarray(np.asarray(out.categorical)[:n]), layout=out.layout)
 
     def decode(self, encoded: EncodedTable) -> pd.DataFrame:
-        """:class:`EncodedTable` -> DataFrame (a jitted ``decode_arrays`` then ``from_arrays``)."""
+        """:class:`EncodedTable` -> DataFrame (``decode_arrays`` then ``from_arrays``; rows padded as in
+        :meth:`encode`)."""
         self._require_fitted()
         n = encoded.numeric.shape[0]
-        padded = EncodedTable(_pad_rows(encoded.numeric, n), _pad_rows(encoded.categorical, n), encoded.layout)
+        padded = EncodedTable(_pad_rows(np.asarray(encoded.numeric), n), _pad_rows(np.asarray(encoded.categorical), n),
+                              encoded.layout)
         raw_numeric, raw_codes = self.decode_arrays(padded)
         return self.from_arrays(np.asarray(raw_numeric)[:n], np.asarray(raw_codes)[:n])
 
@@ -374,11 +379,10 @@ def _bucket(n: int) -> int:
     return -(-n // unit) * unit
 
 
-def _pad_rows(a, n: int):
-    extra = _bucket(n) - n
-    if isinstance(a, np.ndarray):
-        return np.pad(a, ((0, extra), (0, 0)))
-    return jnp.pad(a, ((0, extra), (0, 0)))
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((_bucket(n),) + a.shape[1:], a.dtype)
+    out[:n] = a
+    return out
 
 
 def _stage(directory: str, name: str, write) -> tuple[str, str]:

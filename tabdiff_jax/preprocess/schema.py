@@ -214,15 +214,13 @@ def fit_column(
       ConfigError: bad ``public_bounds`` / ``public_categories``.
     """
     name, dtype = series.name, series.dtype
-    missing = series.isna().to_numpy()
-    if missing.all():
-        raise DataError(f"column {name!r} has no values (all {len(series)} are missing): drop it")
-    has_missing = bool(missing.any())
-    common = dict(name=name, dtype=str(dtype), has_missing=has_missing)
     if kind == CATEGORICAL:
-        return _fit_categorical(series, missing, max_categories, public_categories, common)
+        return _fit_categorical(series, max_categories, public_categories)
     if public_categories is not None:
         raise ConfigError(f"public_categories given for column {name!r}, which is {kind}")
+    missing = series.isna().to_numpy()
+    _check_some_present(name, len(series), not missing.all())
+    common = dict(name=name, dtype=str(dtype), has_missing=bool(missing.any()))
     if kind == DATETIME:
         ns = datetime_ns(series)[~missing]
         if public_bounds is not None:
@@ -264,22 +262,39 @@ def _bounds_pair(name: str, bounds) -> tuple:
     return lo, hi
 
 
-def _fit_categorical(series, missing, max_categories, public_categories, common) -> ColumnSpec:
+def _check_some_present(name: str, n: int, some_present: bool) -> None:
+    if not some_present:
+        raise DataError(f"column {name!r} has no values (all {n} are missing): drop it")
+
+
+def _fit_categorical(series: pd.Series, max_categories: int, public_categories) -> ColumnSpec:
     name, dtype = series.name, series.dtype
-    ordered = bool(getattr(dtype, "ordered", False)) if isinstance(dtype, pd.CategoricalDtype) else False
-    if pd.api.types.is_object_dtype(dtype) and missing.any():
-        common["missing_is_none"] = all(v is None for v in series.to_numpy()[missing])
+    common = dict(name=name, dtype=str(dtype))
+    if isinstance(dtype, pd.CategoricalDtype):
+        own = series.cat.codes.to_numpy()
+        _check_some_present(name, len(series), (own >= 0).any())
+        common.update(has_missing=bool((own < 0).any()), ordered=bool(dtype.ordered))
+        observed = np.asarray(dtype.categories)[np.unique(own[own >= 0])]
+    else:
+        # One hash pass over the rows; the missing markers are found among the distinct values,
+        # so there is no per-row isna over Python objects.
+        uniques = pd.unique(series.to_numpy())
+        is_missing = np.asarray(pd.isna(uniques), bool)
+        observed = uniques[~is_missing]
+        _check_some_present(name, len(series), len(observed) > 0)
+        common["has_missing"] = bool(is_missing.any())
+        if pd.api.types.is_object_dtype(dtype) and is_missing.any():
+            common["missing_is_none"] = all(v is None for v in uniques[is_missing])
     if public_categories is not None:
         cats = _validate_public_categories(name, public_categories)
-        codes = pd.Index(list(cats)).get_indexer(series.to_numpy()[~missing]) if (~missing).any() else np.zeros(0, int)
-        if (codes < 0).any():
-            outside = pd.unique(series.to_numpy()[~missing][codes < 0])[:5]
-            raise DataError(f"column {name!r} holds values outside public_categories: {list(outside)!r}")
-        return ColumnSpec(**common, kind=CATEGORICAL, categories=cats, ordered=ordered, domain_source=PUBLIC)
+        outside = observed[pd.Index(list(cats)).get_indexer(observed) < 0]
+        if len(outside):
+            raise DataError(f"column {name!r} holds values outside public_categories: {list(outside[:5])!r}")
+        return ColumnSpec(**common, kind=CATEGORICAL, categories=cats, domain_source=PUBLIC)
     if isinstance(dtype, pd.CategoricalDtype):
         cats = tuple(check_labels(name, list(dtype.categories), max_categories))  # the dtype's own order
     elif pd.api.types.is_bool_dtype(dtype):
         cats = (False, True)
     else:
-        cats = tuple(sorted(check_labels(name, pd.unique(series.to_numpy()[~missing]), max_categories)))
-    return ColumnSpec(**common, kind=CATEGORICAL, categories=cats, ordered=ordered)
+        cats = tuple(sorted(check_labels(name, observed, max_categories)))
+    return ColumnSpec(**common, kind=CATEGORICAL, categories=cats)

@@ -1,0 +1,89 @@
+"""DP-GAN (Xie et al. 2018): the critic trained with DP-SGD, the generator as post-processing.
+
+Only the critic reads training rows, so only its gradients are clipped and noised. Each critic
+update draws a Poisson batch of real rows (fixed capacity, mask), pairs row ``i`` with a fresh
+generated row, and hands the per-pair loss ``loss(D(real_i), D(fake_i))`` to the privacy module's
+DP-SGD step (:func:`tabdiff_jax.privacy.make_private_step`): per-example clipping to ``l2_clip``
+(book-keeping "ghost" clipping by default), Gaussian noise ``sigma * l2_clip``, division by the
+expected batch size. A real row appears in at most one pair, so the sensitivity is ``l2_clip``.
+The generator update (:func:`tabdiff_jax.gan.train.make_generator_update`) reads only the critic.
+
+The number of private steps of a run is ``epochs * steps_per_epoch * n_critic``; the noise
+multiplier is calibrated to the target ``(epsilon, delta)`` for that many steps
+(:func:`tabdiff_jax.privacy.plan_privacy`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.gan import losses
+from tabdiff_jax.gan.train import GANConfig, make_generate_fn
+from tabdiff_jax.privacy import PrivacyPlan, TrainState, make_private_step, poisson_sample
+from tabdiff_jax.table import TableLayout
+
+
+def check_private_config(config: GANConfig, *, conditional: bool, dropout: float) -> None:
+    """Options that DP-SGD on the critic cannot honour (ConfigError naming the option)."""
+    if config.pac != 1:
+        raise ConfigError("pac must be 1 for DPGAN: per-example clipping needs one real row per critic input")
+    if config.gradient_penalty:
+        raise ConfigError("gradient_penalty must be 0 for DPGAN (the penalty reads real rows outside the clipped loss)")
+    if conditional:
+        raise ConfigError("conditional must be None for DPGAN: training-by-sampling reads the private category counts")
+    if dropout:
+        raise ConfigError("dropout must be 0 for DPGAN's critic")
+
+
+def make_critic_example_loss(loss: str):
+    """Per-example critic loss ``(critic, batch, keys) -> [B]`` for the DP-SGD step.
+
+    ``batch = {"real": [B, dim], "fake": [B, dim]}``; row ``i`` depends on ``real[i]`` and
+    ``fake[i]`` only (the critic never mixes rows).
+    """
+
+    def loss_fn(critic, batch, keys):
+        del keys
+        return losses.critic_loss(loss, critic(batch["real"]), critic(batch["fake"]))
+
+    return loss_fn
+
+
+def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
+                               critic_tx: optax.GradientTransformation, *, plan: PrivacyPlan, num_rows: int,
+                               l2_clip: float, method: str = "ghost"):
+    """DP-SGD critic update with the signature of :func:`tabdiff_jax.gan.train.make_critic_update`.
+
+    Args:
+      plan: the privacy plan (noise multiplier, sampling rate, padded batch capacity).
+      num_rows: rows of the private table (static).
+      l2_clip: per-example clipping norm.
+      method: ``"ghost"`` (book-keeping clipping) or ``"vmap"``.
+
+    Metrics: ``critic_loss``, ``grad_norm`` (mean per-example norm before clipping),
+    ``clipped_fraction``, ``batch_size`` (realised Poisson batch).
+    """
+    generate = make_generate_fn(gen_def, layout, config)
+    private = make_private_step(make_critic_example_loss(config.loss), critic_tx, l2_clip=l2_clip,
+                                noise_multiplier=plan.noise_multiplier, expected_batch_size=plan.expected_batch_size,
+                                method=method, graphdef=critic_def, jit=False)
+
+    def critic_update(critic_params, critic_opt, gen_params, data, sampler, key):
+        del sampler
+        k_batch, k_gen, k_step = jax.random.split(key, 3)
+        batch = poisson_sample(k_batch, num_rows, plan.sampling_rate, plan.capacity)
+        _, fake = generate(gen_params, k_gen, plan.capacity)
+        inputs = {"real": jnp.take(data, batch.indices, axis=0), "fake": jax.lax.stop_gradient(fake)}
+        state, m = private.step(TrainState(critic_params, critic_opt, jnp.zeros((), jnp.int32)), inputs,
+                                batch.mask, k_step)
+        params = state.params
+        if config.weight_clip is not None:
+            params = losses.clip_weights(params, config.weight_clip)
+        metrics = {"critic_loss": m["loss"], "grad_norm": m["grad_norm"], "clipped_fraction": m["clipped_fraction"],
+                   "batch_size": m["batch_size"].astype(jnp.float32)}
+        return params, state.opt_state, metrics
+
+    return critic_update

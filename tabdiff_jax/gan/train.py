@@ -1,0 +1,358 @@
+"""Compiled GAN training: one critic update, one generator update, one epoch as a ``lax.scan``.
+
+The factories close over everything static (network definitions, optimisers, layout, the
+:class:`GANConfig`) and return pure functions of a :class:`GANState`, the data on the device
+and an explicit PRNG key::
+
+    gen_def, critic_def, state = init_gan(key, layout, config, gen_tx, critic_tx, ...)
+    epoch = jax.jit(make_epoch_fn(gen_def, critic_def, layout, config, gen_tx, critic_tx,
+                                  steps_per_epoch=n // config.batch_size))
+    state, metrics = epoch(state, data, sampler, key)   # data: [n, layout.dense_dim]
+
+An epoch is ``steps_per_epoch`` generator updates, each after ``n_critic`` critic updates
+(CTGAN's definition; real rows drawn with replacement, or by training-by-sampling when a
+:class:`~tabdiff_jax.gan.conditional.ConditionSampler` is given). The critic update is pluggable
+(``critic_update=``) so that DP-GAN can swap in the privacy module's DP-SGD step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.gan import conditional as cond_lib
+from tabdiff_jax.gan import losses
+from tabdiff_jax.gan.nets import NUMERIC_ACTIVATIONS, Critic, Generator, activate, apply
+from tabdiff_jax.table import TableLayout
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    """Static settings of GAN training (hashable; a change recompiles).
+
+    Attributes:
+      loss: ``"bce"`` (non-saturating GAN) or ``"wasserstein"``.
+      gradient_penalty: weight lambda of the WGAN-GP penalty (0: none).
+      weight_clip: clip critic weights to ``[-c, c]`` after each update (WGAN), or ``None``.
+      n_critic: critic updates per generator update.
+      pac: rows per critic input (PacGAN); must divide ``batch_size``.
+      batch_size: rows per update.
+      noise_dim: generator noise dimension.
+      tau: Gumbel-softmax temperature.
+      numeric_activation: ``"tanh"`` or ``"identity"`` for the numeric block.
+      condition_loss: weight of CTGAN's conditional cross-entropy in the generator loss.
+      impose_condition: overwrite the conditioned block of generated rows with the condition
+        (CGAN: the label is an input of the generator, not an output).
+    """
+
+    loss: str = "bce"
+    gradient_penalty: float = 0.0
+    weight_clip: Optional[float] = None
+    n_critic: int = 1
+    pac: int = 1
+    batch_size: int = 128
+    noise_dim: int = 32
+    tau: float = 0.2
+    numeric_activation: str = "tanh"
+    condition_loss: float = 0.0
+    impose_condition: bool = False
+
+    def __post_init__(self):
+        if self.loss not in losses.LOSSES:
+            raise ConfigError(f"loss must be one of {losses.LOSSES}, got {self.loss!r}")
+        if self.numeric_activation not in NUMERIC_ACTIVATIONS:
+            raise ConfigError(f"numeric_activation must be one of {NUMERIC_ACTIVATIONS}, got {self.numeric_activation!r}")
+        for name in ("n_critic", "pac", "batch_size", "noise_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.pac:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of pac ({self.pac})")
+        if self.gradient_penalty < 0:
+            raise ConfigError(f"gradient_penalty must be >= 0, got {self.gradient_penalty}")
+        if self.weight_clip is not None and self.weight_clip <= 0:
+            raise ConfigError(f"weight_clip must be > 0 or None, got {self.weight_clip}")
+        if self.tau <= 0:
+            raise ConfigError(f"tau must be > 0, got {self.tau}")
+
+
+class GANState(NamedTuple):
+    """Train state: parameters and optimiser states of both networks, and the step count."""
+
+    generator: PyTree
+    critic: PyTree
+    generator_opt: PyTree
+    critic_opt: PyTree
+    step: jax.Array
+
+
+def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_tx: optax.GradientTransformation,
+             critic_tx: optax.GradientTransformation, *, generator_dims: Sequence[int], critic_dims: Sequence[int],
+             cond_dim: int = 0, residual: bool = False, dropout: float = 0.0):
+    """Build both networks and the initial :class:`GANState`.
+
+    Returns:
+      ``(generator_def, critic_def, state)``.
+    """
+    k_gen, k_critic = jax.random.split(key)
+    generator = Generator(config.noise_dim, generator_dims, layout.dense_dim, cond_dim=cond_dim, residual=residual,
+                          rngs=nnx.Rngs(params=k_gen))
+    critic = Critic(layout.dense_dim + cond_dim, critic_dims, pac=config.pac, dropout=dropout,
+                    rngs=nnx.Rngs(params=k_critic))
+    gen_def, gen_params = nnx.split(generator)
+    critic_def, critic_params = nnx.split(critic)
+    if config.weight_clip is not None:
+        critic_params = losses.clip_weights(critic_params, config.weight_clip)
+    state = GANState(gen_params, critic_params, generator_tx.init(gen_params), critic_tx.init(critic_params),
+                     jnp.zeros((), jnp.int32))
+    return gen_def, critic_def, state
+
+
+class Conditions(NamedTuple):
+    """A batch of conditions: one-hot ``vector [b, cond_dim]`` (the critic's input), its ``index``
+    ``[b]`` (the generator's), and the ``(block_id, category)`` pairs ``[b]``."""
+
+    vector: jax.Array
+    index: jax.Array
+    block_id: jax.Array
+    category: jax.Array
+
+
+def make_conditions(sampler: cond_lib.ConditionSampler, block_id: jax.Array, category: jax.Array) -> Conditions:
+    """:class:`Conditions` from ``(block_id, category)`` arrays ``[b]``."""
+    index = jnp.asarray(sampler.cond_offsets, jnp.int32)[block_id] + category
+    return Conditions(cond_lib.condition_vector(sampler, block_id, category), index, block_id, category)
+
+
+def draw_conditions(sampler: Optional[cond_lib.ConditionSampler], key: jax.Array, batch: int,
+                    training: bool = True) -> Optional[Conditions]:
+    """Conditions for a batch (``None`` without a sampler)."""
+    if sampler is None:
+        return None
+    return make_conditions(sampler, *cond_lib.sample_condition(sampler, key, batch, training=training))
+
+
+def make_generate_fn(gen_def, layout: TableLayout, config: GANConfig):
+    """``generate(gen_params, key, batch, conditions=None, sampler=None, hard=False, impose=None) -> (raw, rows)``.
+
+    ``raw`` are the generator outputs ``[batch, dense_dim]``, ``rows`` the activated rows (soft
+    Gumbel-softmax blocks, or hard one-hot with ``hard=True``). With ``impose`` (default:
+    ``config.impose_condition``) the conditioned block of ``rows`` is set to the condition.
+    """
+
+    def generate(gen_params, key, batch: int, conditions: Optional[Conditions] = None,
+                 sampler: Optional[cond_lib.ConditionSampler] = None, hard: bool = False,
+                 impose: Optional[bool] = None):
+        k_noise, k_gumbel = jax.random.split(key)
+        z = jax.random.normal(k_noise, (batch, config.noise_dim), jnp.float32)
+        raw = apply(gen_def, gen_params, z, None if conditions is None else conditions.index)
+        rows = activate(raw, layout, k_gumbel, numeric_activation=config.numeric_activation, tau=config.tau, hard=hard)
+        impose = config.impose_condition if impose is None else impose
+        if conditions is not None and impose:
+            rows = cond_lib.impose_condition(sampler, rows, conditions.block_id, conditions.category)
+        return raw, rows
+
+    return generate
+
+
+def _with_condition(rows: jax.Array, conditions: Optional[Conditions]) -> jax.Array:
+    return rows if conditions is None else jnp.concatenate([rows, conditions.vector], axis=-1)
+
+
+def _real_rows(data, sampler, conditions, key, batch):
+    if conditions is None:
+        return data[jax.random.randint(key, (batch,), 0, data.shape[0])]
+    return data[cond_lib.sample_rows(sampler, key, conditions.block_id, conditions.category)]
+
+
+def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTransformation):
+    """``step(critic, critic_opt, real, fake, conditions, key) -> (critic, critic_opt, metrics)``."""
+
+    def loss_fn(critic_params, real, fake, conditions, key):
+        k_real, k_fake, k_gp, k_gp_drop = jax.random.split(key, 4)
+        real_in, fake_in = _with_condition(real, conditions), _with_condition(fake, conditions)
+        real_scores = apply(critic_def, critic_params, real_in, dropout_key=k_real)
+        fake_scores = apply(critic_def, critic_params, fake_in, dropout_key=k_fake)
+        loss = jnp.mean(losses.critic_loss(config.loss, real_scores, fake_scores))
+        metrics = {"critic_loss": loss}
+        if config.gradient_penalty > 0:
+            critic_fn = lambda x: apply(critic_def, critic_params, x, dropout_key=k_gp_drop)
+            penalty = losses.gradient_penalty(critic_fn, real_in, fake_in, k_gp, config.pac)
+            loss = loss + config.gradient_penalty * penalty
+            metrics["gradient_penalty"] = penalty
+        return loss, metrics
+
+    def step(critic_params, critic_opt, real, fake, conditions, key):
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(critic_params, real, jax.lax.stop_gradient(fake),
+                                                         conditions, key)
+        updates, critic_opt = critic_tx.update(grads, critic_opt, critic_params)
+        critic_params = optax.apply_updates(critic_params, updates)
+        if config.weight_clip is not None:
+            critic_params = losses.clip_weights(critic_params, config.weight_clip)
+        return critic_params, critic_opt, metrics
+
+    return step
+
+
+def make_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
+                       critic_tx: optax.GradientTransformation):
+    """Critic update ``(critic, critic_opt, generator, data, sampler, key) -> (critic, critic_opt, metrics)``
+    on a fresh batch of real and generated rows."""
+    generate = make_generate_fn(gen_def, layout, config)
+    step = _make_critic_step(critic_def, config, critic_tx)
+
+    def critic_update(critic_params, critic_opt, gen_params, data, sampler, key):
+        k_cond, k_rows, k_gen, k_loss = jax.random.split(key, 4)
+        conditions = draw_conditions(sampler, k_cond, config.batch_size)
+        real = _real_rows(data, sampler, conditions, k_rows, config.batch_size)
+        _, fake = generate(gen_params, k_gen, config.batch_size, conditions, sampler)
+        return step(critic_params, critic_opt, real, fake, conditions, k_loss)
+
+    return critic_update
+
+
+def _make_generator_loss(critic_def, config: GANConfig):
+    """``loss(raw, fake, critic, conditions, sampler, key) -> (loss, metrics)`` of generated rows."""
+
+    def loss_fn(raw, fake, critic_params, conditions, sampler, key):
+        scores = apply(critic_def, critic_params, _with_condition(fake, conditions), dropout_key=key)
+        loss = jnp.mean(losses.generator_loss(config.loss, scores))
+        metrics = {"generator_loss": loss}
+        if conditions is not None and config.condition_loss > 0:
+            ce = jnp.mean(losses.condition_cross_entropy(cond_lib.raw_condition_blocks(sampler, raw),
+                                                         conditions.block_id, conditions.category))
+            loss = loss + config.condition_loss * ce
+            metrics["condition_loss"] = ce
+        return loss, metrics
+
+    return loss_fn
+
+
+def make_generator_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
+                          generator_tx: optax.GradientTransformation):
+    """Generator update ``(generator, generator_opt, critic, sampler, key) -> (generator, generator_opt, metrics)``.
+
+    Touches no training row: under DP-GAN it is post-processing of the private critic.
+    """
+    generate = make_generate_fn(gen_def, layout, config)
+    output_loss = _make_generator_loss(critic_def, config)
+
+    def loss_fn(gen_params, critic_params, sampler, key):
+        k_cond, k_gen, k_drop = jax.random.split(key, 3)
+        conditions = draw_conditions(sampler, k_cond, config.batch_size)
+        raw, fake = generate(gen_params, k_gen, config.batch_size, conditions, sampler)
+        return output_loss(raw, fake, critic_params, conditions, sampler, k_drop)
+
+    def generator_update(gen_params, gen_opt, critic_params, sampler, key):
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(gen_params, critic_params, sampler, key)
+        updates, gen_opt = generator_tx.update(grads, gen_opt, gen_params)
+        return optax.apply_updates(gen_params, updates), gen_opt, metrics
+
+    return generator_update
+
+
+def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
+                  generator_tx: optax.GradientTransformation, critic_tx: optax.GradientTransformation, *,
+                  steps_per_epoch: int, critic_update: Optional[Callable] = None):
+    """One epoch as a compiled scan: ``epoch(state, data, sampler, key) -> (state, metrics)``.
+
+    Each of the ``steps_per_epoch`` steps makes ``config.n_critic`` critic updates and one
+    generator update. The last critic update and the generator update share one generated batch
+    (one generator forward pass, as in PyTorch's DCGAN example: the critic sees it detached, the
+    generator is then scored by the updated critic); the other critic updates draw their own.
+
+    Args:
+      steps_per_epoch: generator updates per epoch.
+      critic_update: replaces the non-private critic update (the signature of
+        :func:`make_critic_update`'s result), e.g. a DP-SGD step; every critic update then draws
+        its own generated rows and the generator update its own batch.
+
+    Returns:
+      A pure function; ``data`` is ``[n, layout.dense_dim]``, ``sampler`` a
+      :class:`~tabdiff_jax.gan.conditional.ConditionSampler` or ``None``. Metrics are epoch means.
+    """
+    if steps_per_epoch < 1:
+        raise ConfigError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    shared = critic_update is None
+    critic_update = critic_update or make_critic_update(gen_def, critic_def, layout, config, critic_tx)
+    generator_update = make_generator_update(gen_def, critic_def, layout, config, generator_tx)
+    generate = make_generate_fn(gen_def, layout, config)
+    critic_step = _make_critic_step(critic_def, config, critic_tx)
+    output_loss = _make_generator_loss(critic_def, config)
+    batch = config.batch_size
+
+    def critic_updates(state, data, sampler, key, count):
+        def body(carry, k):
+            critic_params, critic_opt = carry
+            critic_params, critic_opt, m = critic_update(critic_params, critic_opt, state.generator, data, sampler, k)
+            return (critic_params, critic_opt), m
+
+        return jax.lax.scan(body, (state.critic, state.critic_opt), jax.random.split(key, count))
+
+    def shared_step(state: GANState, data, sampler, key):
+        k_pre, k_cond, k_rows, k_gen, k_critic, k_drop = jax.random.split(key, 6)
+        critic_params, critic_opt, pre = state.critic, state.critic_opt, None
+        if config.n_critic > 1:
+            (critic_params, critic_opt), pre = critic_updates(state, data, sampler, k_pre, config.n_critic - 1)
+        conditions = draw_conditions(sampler, k_cond, batch)
+        (raw, fake), pullback = jax.vjp(lambda g: generate(g, k_gen, batch, conditions, sampler), state.generator)
+        real = _real_rows(data, sampler, conditions, k_rows, batch)
+        critic_params, critic_opt, critic_metrics = critic_step(critic_params, critic_opt, real, fake, conditions,
+                                                                k_critic)
+        if pre is not None:  # mean over all n_critic updates
+            critic_metrics = jax.tree.map(lambda a, b: (jnp.sum(a) + b) / config.n_critic, pre, critic_metrics)
+        grads_out, gen_metrics = jax.grad(output_loss, argnums=(0, 1), has_aux=True)(
+            raw, fake, critic_params, conditions, sampler, k_drop)
+        (gen_grads,) = pullback(grads_out)
+        updates, gen_opt = generator_tx.update(gen_grads, state.generator_opt, state.generator)
+        gen_params = optax.apply_updates(state.generator, updates)
+        return GANState(gen_params, critic_params, gen_opt, critic_opt, state.step + 1), {**critic_metrics,
+                                                                                         **gen_metrics}
+
+    def separate_step(state: GANState, data, sampler, key):
+        k_critic, k_gen = jax.random.split(key)
+        (critic_params, critic_opt), critic_metrics = critic_updates(state, data, sampler, k_critic, config.n_critic)
+        gen_params, gen_opt, gen_metrics = generator_update(state.generator, state.generator_opt, critic_params,
+                                                            sampler, k_gen)
+        metrics = {**jax.tree.map(jnp.mean, critic_metrics), **gen_metrics}
+        return GANState(gen_params, critic_params, gen_opt, critic_opt, state.step + 1), metrics
+
+    one_step = shared_step if shared else separate_step
+
+    def epoch(state: GANState, data: jax.Array, sampler, key: jax.Array):
+        state, metrics = jax.lax.scan(lambda st, k: one_step(st, data, sampler, k), state,
+                                      jax.random.split(key, steps_per_epoch))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return epoch
+
+
+def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig):
+    """``sample(gen_params, sampler, key, batch, block_id=None, category=None) -> rows [batch, dense_dim]``.
+
+    Hard one-hot blocks (Gumbel-max, an exact draw from each block's softmax). Conditions are
+    drawn from the empirical frequencies unless ``block_id`` / ``category`` (``[batch]``) fix
+    them, in which case the conditioned block is set to the requested category.
+    """
+    generate = make_generate_fn(gen_def, layout, config)
+
+    def sample(gen_params, sampler, key, batch: int, block_id=None, category=None):
+        k_cond, k_gen = jax.random.split(key)
+        if sampler is None:
+            _, rows = generate(gen_params, k_gen, batch, hard=True)
+            return rows
+        if block_id is None:
+            conditions, impose = draw_conditions(sampler, k_cond, batch, training=False), None
+        else:
+            conditions, impose = make_conditions(sampler, block_id, category), True
+        _, rows = generate(gen_params, k_gen, batch, conditions, sampler, hard=True, impose=impose)
+        return rows
+
+    return sample

@@ -1,0 +1,332 @@
+"""The GAN family as estimators: GAN, CGAN, WGAN, WGANGP, a CTGAN-style preset and DPGAN.
+
+Every class is the same machine (:mod:`tabdiff_jax.gan.train`) with other defaults; any option
+can be overridden, e.g. ``WGANGP(conditional="ctgan", pac=10)``. Options (all keyword):
+
+    epochs, batch_size, noise_dim, generator_dims, critic_dims, residual (CTGAN's generator),
+    dropout (critic), generator_lr, critic_lr, optimizer ("adam" | "rmsprop"), betas,
+    weight_decay, loss ("bce" | "wasserstein"), gradient_penalty, weight_clip, n_critic, pac,
+    conditional (None | "column" | "ctgan"), condition_column (for "column"; default: the
+    classification target), log_frequency, tau, numeric_activation (None: tanh for "minmax" /
+    "mode_specific" numbers, identity otherwise), checkpoint_every (epochs), preprocessor (dict
+    of Preprocessor options, e.g. {"numeric": "mode_specific"}).
+
+An epoch is ``n // batch_size`` generator updates, each after ``n_critic`` critic updates (as
+the ``ctgan`` package counts them), compiled as one ``lax.scan``.
+
+``sample(n, condition={"col": "value"})`` (CGAN, and any model with a conditional vector) sets
+that value in every row: the generator is conditioned on it and the column's block is set.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from tabdiff_jax.errors import ConfigError, DataError
+from tabdiff_jax.gan import conditional as cond_lib
+from tabdiff_jax.gan.nets import numeric_activation_for
+from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, make_optimizer, resolve_config,
+                                    tree_to_arrays)
+from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
+from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.table import TableLayout, from_dense, to_dense
+from tabdiff_jax.training import run_training
+
+# Defaults from the GAN talk (noise 32, generator 128-256-512, critic 512-256-128, batch 128, lr 5e-4).
+GAN_DEFAULTS = dict(
+    epochs=300, batch_size=128, noise_dim=32, generator_dims=(128, 256, 512), critic_dims=(512, 256, 128),
+    residual=False, dropout=0.0, generator_lr=5e-4, critic_lr=5e-4, optimizer="adam", betas=(0.5, 0.9),
+    weight_decay=0.0, loss="bce", gradient_penalty=0.0, weight_clip=None, n_critic=1, pac=1,
+    conditional=None, condition_column=None, log_frequency=True, tau=0.2, numeric_activation=None,
+    checkpoint_every=50, preprocessor=None,
+)
+CONDITIONALS = (None, "column", "ctgan")
+
+
+class GANSynthesizer(Synthesizer):
+    """Shared implementation; use one of the registered subclasses."""
+
+    preprocessor_options = {"numeric": "quantile"}
+    defaults: dict = GAN_DEFAULTS
+
+    def __init__(self, **config):
+        self.settings = resolve_config(self.defaults, config, type(self).__name__)
+        s = self.settings
+        if s["conditional"] not in CONDITIONALS:
+            raise ConfigError(f"conditional must be one of {CONDITIONALS}, got {s['conditional']!r}")
+        if int(s["epochs"]) < 0:
+            raise ConfigError(f"epochs must be >= 0, got {s['epochs']!r}")
+        if int(s["checkpoint_every"]) < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1, got {s['checkpoint_every']!r}")
+        if not 0.0 <= float(s["dropout"]) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
+        self._gan_config(batch_size=int(s["batch_size"]))  # validates the training options early
+        super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
+
+    # ------------------------------------------------------------------------------ setup
+    @property
+    def _numeric(self) -> str:
+        return {**self.preprocessor_options, **(self.settings["preprocessor"] or {})}.get("numeric", "quantile")
+
+    def _gan_config(self, batch_size: int) -> GANConfig:
+        s = self.settings
+        ctgan = s["conditional"] == "ctgan"
+        return GANConfig(loss=s["loss"], gradient_penalty=float(s["gradient_penalty"]),
+                         weight_clip=None if s["weight_clip"] is None else float(s["weight_clip"]),
+                         n_critic=int(s["n_critic"]), pac=int(s["pac"]), batch_size=int(batch_size),
+                         noise_dim=int(s["noise_dim"]), tau=float(s["tau"]),
+                         numeric_activation=s["numeric_activation"] or numeric_activation_for(self._numeric),
+                         condition_loss=1.0 if ctgan else 0.0, impose_condition=s["conditional"] == "column")
+
+    def _condition_blocks(self, layout: TableLayout) -> tuple[int, ...]:
+        s = self.settings
+        if s["conditional"] == "ctgan":
+            return cond_lib.category_blocks(layout)
+        if s["conditional"] == "column":
+            column = s["condition_column"] or layout.target
+            if column is None:
+                raise ConfigError("condition_column: CGAN needs a categorical column to condition on "
+                                  "(pass condition_column=..., or fit with a classification target)")
+            return cond_lib.category_blocks(layout, column)
+        return ()
+
+    def _optimizers(self):
+        s = self.settings
+        make = lambda lr: make_optimizer(s["optimizer"], lr, betas=s["betas"], weight_decay=s["weight_decay"])
+        return make(float(s["generator_lr"])), make(float(s["critic_lr"]))
+
+    def _build(self, layout: TableLayout, config: GANConfig, cond_dim: int, key: jax.Array):
+        s = self.settings
+        gen_tx, critic_tx = self._optimizers()
+        gen_def, critic_def, state = init_gan(key, layout, config, gen_tx, critic_tx,
+                                              generator_dims=s["generator_dims"], critic_dims=s["critic_dims"],
+                                              cond_dim=cond_dim, residual=bool(s["residual"]),
+                                              dropout=float(s["dropout"]))
+        self._layout, self._config, self._gen_def = layout, config, gen_def
+        return gen_def, critic_def, gen_tx, critic_tx, state
+
+    def _batch_size(self, n: int, requested: Optional[int] = None) -> int:
+        pac = int(self.settings["pac"])
+        batch = min(int(self.settings["batch_size"] if requested is None else requested), n)
+        batch -= batch % pac
+        if batch < 1:
+            raise DataError(f"the table has {n} rows: fewer than pac={pac}")
+        return batch
+
+    # ---------------------------------------------------------------------------- fitting
+    def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps):
+        """``(critic_update, stop_fn, on_log)`` of a private run; the base class is not private."""
+        return None, None, None
+
+    def _fit(self, df, encoded, key, *, run_dir, resume, progress, epochs=None, steps=None, batch_size=None):
+        """``epochs`` / ``batch_size`` override the options for this fit; ``steps`` (generator updates,
+        the command line's ``--steps``) is rounded up to whole epochs."""
+        s = self.settings
+        layout = encoded.layout
+        data = to_dense(encoded)
+        n = int(data.shape[0])
+        config = self._gan_config(self._batch_size(n, batch_size))
+        blocks = self._condition_blocks(layout)
+        sampler = None
+        if blocks:
+            sampler = cond_lib.build_condition_sampler(np.asarray(encoded.categorical), layout, blocks,
+                                                       log_frequency=bool(s["log_frequency"]) and s["conditional"] == "ctgan")
+        self._blocks = blocks
+        k_init, k_train = jax.random.split(key)
+        cond_dim = 0 if sampler is None else sampler.cond_dim
+        gen_def, critic_def, gen_tx, critic_tx, state = self._build(layout, config, cond_dim, k_init)
+        steps_per_epoch = max(n // config.batch_size, 1)
+        num_epochs = epochs_from(s["epochs"], epochs, steps, steps_per_epoch)
+        steps = steps_per_epoch
+        critic_update, stop_fn, on_log = self._private_setup(gen_def, critic_def, layout, config, critic_tx, n,
+                                                             num_epochs * steps * config.n_critic)
+        epoch = jax.jit(make_epoch_fn(gen_def, critic_def, layout, config, gen_tx, critic_tx, steps_per_epoch=steps,
+                                      critic_update=critic_update), donate_argnums=0)
+        timer = EpochTimer(lambda st, k: epoch(st, data, sampler, k))
+        state, history = run_training(timer, state, num_steps=num_epochs,
+                                      key=k_train, run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
+                                      resume=resume, progress=progress, desc=f"{type(self).__name__} epochs",
+                                      log_every=1, stop_fn=stop_fn, on_log=on_log)
+        self._generator = state.generator
+        self._sampler_arrays = sampler
+        self.fit_info = {"epochs": int(state.step) // steps, "steps_per_epoch": steps,
+                         "batch_size": config.batch_size, **timer.summary(),
+                         "history": [(int(e), m) for e, m in history[-20:]],
+                         **self._privacy_info(int(state.step) * config.n_critic)}
+
+    def _privacy_info(self, critic_steps: int) -> dict:
+        return {}
+
+    # ---------------------------------------------------------------------------- sampling
+    def _category_code(self, column: str, value) -> int:
+        """Code of ``value`` in categorical ``column`` (DataError naming both if unknown)."""
+        from tabdiff_jax.preprocess import frames
+
+        spec = next((sp for sp in self.preprocessor.specs if sp.name == column), None)
+        if spec is None:
+            raise ConfigError(f"condition: {column!r} is not a column of the table")
+        codes = frames.category_codes(pd.Series([value], dtype=object), spec, frames.label_index(spec))
+        return int(codes[0])
+
+    def _sample(self, n, key, *, condition: Optional[dict] = None, batch_size: int = 4096):
+        layout, sampler = self._layout, self._sampler_arrays
+        if getattr(self, "_sample_fn", None) is None:
+            self._sample_fn = jax.jit(make_sample_fn(self._gen_def, layout, self._config), static_argnums=3)
+        chunk = min(int(batch_size), n)
+        fixed = (None, None)
+        if condition:
+            if sampler is None:
+                raise ConfigError(f"condition: {type(self).__name__} was fit without a conditional vector "
+                                  "(use CGAN, or conditional='ctgan')")
+            if len(condition) != 1:
+                raise ConfigError(f"condition: give exactly one column, got {list(condition)}")
+            (column, value), = condition.items()
+            fixed = cond_lib.fixed_condition(sampler, layout, column, self._category_code(column, value), chunk)
+        rows = [self._sample_fn(self._generator, sampler, jax.random.fold_in(key, i), chunk, *fixed)
+                for i in range(-(-n // chunk))]
+        rows = jnp.concatenate(rows, axis=0)[:n]
+        return self.preprocessor.decode(from_dense(rows, layout))
+
+    # ------------------------------------------------------------------------- persistence
+    def _get_state(self):
+        meta = {"layout": self._layout.to_json(), "blocks": list(self._blocks),
+                "batch_size": self._config.batch_size}
+        arrays = tree_to_arrays(self._generator, "generator")
+        if self._sampler_arrays is not None:
+            arrays["sample_logits"] = np.asarray(self._sampler_arrays.sample_logits)
+        return meta, arrays
+
+    def _set_state(self, meta, arrays):
+        layout = TableLayout.from_json(meta["layout"])
+        self._blocks = tuple(int(b) for b in meta.get("blocks", ()))
+        sampler = None
+        if self._blocks:
+            # Only the generation frequencies are needed after fitting; the row index is not saved.
+            dummy = np.zeros((1, layout.num_categorical), np.int32)
+            sampler = cond_lib.build_condition_sampler(dummy, layout, self._blocks)
+            sampler = sampler.replace(sample_logits=jnp.asarray(arrays["sample_logits"]))
+        config = self._gan_config(int(meta["batch_size"]))
+        *_, state = self._build(layout, config, 0 if sampler is None else sampler.cond_dim, jax.random.key(0))
+        self._generator = arrays_to_tree(state.generator, arrays, "generator")
+        self._sampler_arrays = sampler
+
+
+def _preset(name: str, **overrides):
+    def wrap(cls):
+        cls.defaults = {**GAN_DEFAULTS, **overrides}
+        return register(name)(cls)
+    return wrap
+
+
+@_preset("gan")
+class GAN(GANSynthesizer):
+    """Vanilla GAN (Goodfellow et al. 2014) with the non-saturating loss; the GAN talk's defaults."""
+
+
+@_preset("cgan", conditional="column")
+class CGAN(GANSynthesizer):
+    """Conditional GAN (Mirza & Osindero 2014): generator and critic see a one-hot condition on
+    ``condition_column`` (default: the classification target); ``sample(n, condition={col: value})``."""
+
+
+@_preset("wgan", loss="wasserstein", weight_clip=0.01, optimizer="rmsprop", generator_lr=5e-5, critic_lr=5e-5,
+         n_critic=5)
+class WGAN(GANSynthesizer):
+    """Wasserstein GAN (Arjovsky et al. 2017): weight clipping 0.01, RMSprop lr 5e-5, 5 critic steps."""
+
+
+@_preset("wgan-gp", loss="wasserstein", gradient_penalty=10.0, betas=(0.5, 0.9), generator_lr=1e-4,
+         critic_lr=1e-4, n_critic=5)
+class WGANGP(GANSynthesizer):
+    """WGAN-GP (Gulrajani et al. 2017): gradient penalty 10, Adam lr 1e-4 betas (0.5, 0.9), 5 critic steps."""
+
+
+@_preset("ctgan", loss="wasserstein", gradient_penalty=10.0, betas=(0.5, 0.9), generator_lr=2e-4, critic_lr=2e-4,
+         weight_decay=1e-6, n_critic=1, pac=10, batch_size=500, noise_dim=128, generator_dims=(256, 256),
+         critic_dims=(256, 256), residual=True, dropout=0.5, conditional="ctgan")
+class CTGAN(GANSynthesizer):
+    """CTGAN-style WGAN-GP (Xu et al. 2019, the ``ctgan`` package's defaults): mode-specific
+    normalisation, conditional vector with training-by-sampling (log-frequency), PacGAN (pac 10),
+    residual generator 256-256 (LayerNorm for BatchNorm), critic 256-256 with dropout 0.5."""
+
+    preprocessor_options = {"numeric": "mode_specific"}
+
+
+DP_OPTIONS = dict(epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", dp_method="ghost")
+
+
+@_preset("dpgan", epochs=20, **DP_OPTIONS)
+class DPGAN(GANSynthesizer):
+    """DP-GAN (Xie et al. 2018): the critic trained with DP-SGD (Poisson batches of expected size
+    ``batch_size``, per-example clipping ``l2_clip``, noise calibrated to ``(epsilon, delta)`` over
+    all ``epochs * steps_per_epoch * n_critic`` critic steps), the generator as post-processing.
+
+    Extra options: ``epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", dp_method="ghost"``.
+    Numbers use min-max scaling, which needs only the bounds: pass ``public_bounds`` and
+    ``public_categories`` to ``fit`` so that nothing is learned from the private table outside
+    the budget (a warning names what was). ``fit_info`` records epsilon, delta, epsilon_spent,
+    the noise multiplier, the sampling rate and the number of private steps.
+    """
+
+    preprocessor_options = {"numeric": "minmax"}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        from tabdiff_jax.gan.private import check_private_config
+        from tabdiff_jax.privacy import check_epsilon
+
+        s = self.settings
+        check_private_config(self._gan_config(int(s["batch_size"])), conditional=s["conditional"] is not None,
+                             dropout=float(s["dropout"]))
+        check_epsilon(s["epsilon"])
+
+    def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps):
+        import warnings
+
+        from tabdiff_jax.gan.private import make_private_critic_update
+        from tabdiff_jax.privacy import BudgetTracker, plan_privacy
+
+        s = self.settings
+        leaked = self.preprocessor.data_dependent()
+        self._leaked = {k: v for k, v in leaked.items() if v}
+        if self._leaked:
+            warnings.warn("DPGAN: the preprocessor learned from the private table, outside the privacy budget: "
+                          + "; ".join(f"{k}: {', '.join(v)}" for k, v in self._leaked.items())
+                          + " (pass public_bounds / public_categories to fit)", stacklevel=4)
+        if critic_steps == 0:  # nothing trained, nothing spent (an untrained baseline)
+            self._plan = self._tracker = None
+            return None, None, None
+        plan = plan_privacy(n, config.batch_size, float(s["epsilon"]), float(s["delta"]), steps=critic_steps,
+                            accountant=s["accountant"])
+        tracker = BudgetTracker(plan.target_epsilon, plan.accountant_delta, noise_multiplier=plan.noise_multiplier,
+                                sampling_rate=plan.sampling_rate, accountant=plan.accountant)
+        self._plan, self._tracker = plan, tracker
+        per_epoch = max(n // config.batch_size, 1) * config.n_critic
+
+        def stop_fn(epoch, state=None):
+            return (epoch + 1) * per_epoch > tracker.max_steps
+
+        def on_log(epoch, metrics):
+            return {"eps": f"{tracker.epsilon_spent(epoch * per_epoch):.3g}"}
+
+        update = make_private_critic_update(gen_def, critic_def, layout, config, critic_tx, plan=plan, num_rows=n,
+                                            l2_clip=float(s["l2_clip"]), method=s["dp_method"])
+        return update, stop_fn, on_log
+
+    def _privacy_info(self, critic_steps: int) -> dict:
+        plan, s = self._plan, self.settings
+        if plan is None:
+            return {"epsilon": float(s["epsilon"]), "delta": float(s["delta"]), "epsilon_spent": 0.0,
+                    "privacy": {"private_steps": 0, "learned_from_data": self._leaked}}
+        return {"epsilon": plan.target_epsilon, "delta": plan.delta,
+                "epsilon_spent": self._tracker.epsilon_spent(critic_steps),
+                "privacy": {"noise_multiplier": plan.noise_multiplier, "sampling_rate": plan.sampling_rate,
+                            "l2_clip": float(self.settings["l2_clip"]), "private_steps": critic_steps,
+                            "planned_steps": plan.steps, "accountant": plan.accountant,
+                            "accountant_delta": plan.accountant_delta, "truncation_delta": plan.truncation_delta,
+                            "batch_capacity": plan.capacity, "learned_from_data": self._leaked}}

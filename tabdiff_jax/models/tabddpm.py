@@ -1,0 +1,229 @@
+"""TabDDPM (Kotelnikov et al. 2023) as an estimator: ``TabDDPM(...).fit(df, target=...).sample(n)``.
+
+A thin wrapper over the pure core: :mod:`tabdiff_jax.diffusion` (model, loss, compiled train step),
+:mod:`tabdiff_jax.samplers` (the compiled reverse process) and the shared preprocessor
+(quantile-to-normal numbers, categorical codes). A classification target is the denoiser's label
+condition, drawn at sampling time from the training class frequencies unless ``y`` is given; a
+regression target is diffused as a number.
+
+Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed to ``fit``)::
+
+    steps, batch_size, lr, weight_decay, num_timesteps, schedule, d_layers, dim_t, dropout,
+    ema_decay (None: no EMA), sample_with_ema, grad_clip, checkpoint_every, log_every,
+    num_sample_steps (None: all T ancestral steps), sample_batch_size, preprocessor (dict of
+    Preprocessor options)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from flax import nnx
+
+from tabdiff_jax import diffusion as dm
+from tabdiff_jax import samplers
+from tabdiff_jax.errors import ConfigError, DataError
+from tabdiff_jax.gan.params import arrays_to_tree, tree_to_arrays
+from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.models.tvae import resolve_config
+from tabdiff_jax.nets import split_params
+from tabdiff_jax.sharding import auto_mesh
+from tabdiff_jax.table import EncodedTable, TableLayout, split_target
+from tabdiff_jax.training import run_training
+
+# Chosen for the Adult demo on 2 CPU cores (about 5 minutes with sampling and evaluation): T = 100
+# (the paper's smaller setting; sampling costs T forward passes per row, T = 1000 is 10x slower),
+# the cosine schedule and AdamW at 2e-3 with linear decay as in TabDDPM, a 256-256 MLP and batch
+# 1024 instead of the paper's tuned Adult model (up to 1024 wide, batch 4096, 30k steps), which a
+# CPU cannot train in minutes. 8000 steps reach Adult F1 0.79 (paper 0.795), shape 0.99 (see
+# benchmarks/results/quality_tabddpm.json).
+TABDDPM_DEFAULTS = dict(
+    steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, num_timesteps=100, schedule="cosine",
+    d_layers=(256, 256), dim_t=128, dropout=0.0, ema_decay=None, sample_with_ema=True, grad_clip=None,
+    checkpoint_every=1000, log_every=50, num_sample_steps=None, sample_batch_size=8192, preprocessor=None,
+)
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_steps, grad_clip, mesh=None):
+    """``(optimizer, compiled step)``, cached so that refitting the same configuration does not recompile."""
+    optimizer = dm.make_optimizer(lr, weight_decay, num_steps=num_steps, grad_clip=grad_clip)
+    return optimizer, dm.make_train_step(graphdef, optimizer, config, batch_size=batch_size, ema_decay=ema_decay,
+                                         mesh=mesh)
+
+
+@register("tabddpm")
+class TabDDPM(Synthesizer):
+    """TabDDPM: Gaussian diffusion for numbers, multinomial diffusion for categories, one MLP.
+
+    Example:
+      >>> model = TabDDPM(steps=2000).fit(df, target="income", seed=0)
+      >>> synthetic = model.sample(10_000, seed=1)
+      >>> rich = model.sample(100, y=">50K")          # rows of one class
+      >>> model.save("run"); same = tabdiff_jax.load("run")
+
+    Options are listed in the module docstring; defaults in :data:`TABDDPM_DEFAULTS`.
+    """
+
+    preprocessor_options = {"numeric": "quantile"}
+
+    def __init__(self, **config):
+        if "d_layers" in config and config["d_layers"] is not None:
+            config["d_layers"] = [int(w) for w in config["d_layers"]]
+        self.settings = resolve_config(TABDDPM_DEFAULTS, config, "TabDDPM")
+        s = self.settings
+        for name in ("steps", "batch_size", "num_timesteps", "dim_t", "checkpoint_every", "log_every",
+                     "sample_batch_size"):
+            _positive_int(name, s[name], 0 if name == "steps" else 1)
+        if s["num_sample_steps"] is not None:
+            _positive_int("num_sample_steps", s["num_sample_steps"])
+            if s["num_sample_steps"] > s["num_timesteps"]:
+                raise ConfigError(f"num_sample_steps ({s['num_sample_steps']}) exceeds num_timesteps ({s['num_timesteps']})")
+        if not float(s["lr"]) > 0 or float(s["weight_decay"]) < 0:
+            raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {s['lr']!r}, {s['weight_decay']!r}")
+        if s["ema_decay"] is not None and not 0.0 < float(s["ema_decay"]) < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) or None, got {s['ema_decay']!r}")
+        if not 0.0 <= float(s["dropout"]) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
+        dm.DiffusionConfig(num_numeric=1, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])  # validates
+        super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
+        self._postprocess = None
+
+    # ------------------------------------------------------------------------------ setup
+    def _build(self, layout: TableLayout, key) -> tuple:
+        """``(config, graphdef, params)`` of a fresh denoiser for ``layout``."""
+        s = self.settings
+        config = dm.DiffusionConfig.from_layout(layout, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        model = dm.make_denoiser(config, d_layers=tuple(s["d_layers"]), dim_t=int(s["dim_t"]),
+                                 dropout_rate=float(s["dropout"]), rngs=nnx.Rngs(seed))
+        graphdef, params = split_params(model)
+        self._layout, self._config, self._graphdef = layout, config, graphdef
+        return config, graphdef, params
+
+    # ---------------------------------------------------------------------------- fitting
+    def _fit(self, df, encoded: EncodedTable, key, *, run_dir, resume, progress, steps=None, batch_size=None,
+             max_seconds: Optional[float] = None, stop_after_steps: Optional[int] = None):
+        s = self.settings
+        num_steps = _positive_int("steps", s["steps"] if steps is None else steps, 0)
+        layout = encoded.layout
+        feats, y = split_target(encoded) if layout.task == "classification" else (encoded, None)
+        n = feats.num_rows
+        batch = min(_positive_int("batch_size", s["batch_size"] if batch_size is None else batch_size), n)
+        k_init, k_train = jax.random.split(key)
+        config, graphdef, params = self._build(layout, k_init)
+        if config.num_classes:
+            counts = np.bincount(np.asarray(y), minlength=config.num_classes).astype(np.float64)
+            self._class_probs = counts / counts.sum()
+        else:
+            self._class_probs = None
+        data = dm.TableBatch(jnp.asarray(feats.numeric, jnp.float32), jnp.asarray(feats.categorical, jnp.int32),
+                             None if y is None else jnp.asarray(y, jnp.int32))
+        ema_decay = None if s["ema_decay"] is None else float(s["ema_decay"])
+        mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
+        if mesh is not None:
+            batch = max(mesh.size, batch - batch % mesh.size)  # rows must split evenly over the devices
+        optimizer, step = _train_step(graphdef, config, batch, ema_decay, float(s["lr"]), float(s["weight_decay"]),
+                                      max(num_steps, 1), None if s["grad_clip"] is None else float(s["grad_clip"]),
+                                      mesh)
+        state = dm.init_train_state(params, optimizer, ema_decay)
+        t0 = time.perf_counter()
+        stop_fn = None
+        if max_seconds is not None or stop_after_steps is not None:
+            def stop_fn(i, _state):
+                late = max_seconds is not None and time.perf_counter() - t0 > float(max_seconds)
+                return late or (stop_after_steps is not None and i >= int(stop_after_steps))
+        state, history = run_training(lambda st, k: step(st, data, k), state, num_steps=num_steps, key=k_train,
+                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
+                                      progress=progress, desc="TabDDPM", log_every=int(s["log_every"]),
+                                      stop_fn=stop_fn)
+        seconds = time.perf_counter() - t0
+        use_ema = ema_decay is not None and bool(s["sample_with_ema"])
+        self._params = state.ema if use_ema else state.params
+        self._postprocess = None
+        done = int(state.step)
+        self.fit_info = {"steps": done, "batch_size": batch, "train_seconds": round(seconds, 3),
+                         "steps_per_second": round(done / max(seconds, 1e-9), 3),
+                         "final_loss": history[-1][1] if history else None,
+                         "sampled_from": "ema" if use_ema else "params",
+                         "history": [(int(i), m) for i, m in history[-20:]]}
+
+    # ---------------------------------------------------------------------------- sampling
+    def _target_codes(self, y, n: int) -> np.ndarray:
+        """Labels of the classification target (one value or ``n`` values) -> int codes ``[n]``."""
+        from tabdiff_jax.preprocess import frames
+
+        if not self._config.num_classes:
+            raise ConfigError("y: the model has no classification target to condition on "
+                              f"(target={self.target!r}, task={self.task!r})")
+        spec = next(sp for sp in self.preprocessor.specs if sp.name == self.target)
+        values = pd.Series(np.broadcast_to(np.asarray(y, dtype=object), (n,)), dtype=object)
+        try:
+            return frames.category_codes(values, spec, frames.label_index(spec))
+        except DataError as e:
+            raise ConfigError(f"y: {e}") from None
+
+    def _decode_fn(self):
+        if self._postprocess is None:
+            pre, layout = self.preprocessor, self._layout
+
+            def postprocess(batch):
+                return pre.decode_arrays(samplers.to_encoded_table(batch, layout))
+
+            self._postprocess = postprocess
+        return self._postprocess
+
+    def _sample(self, n, key, *, y=None, condition: Optional[dict] = None, batch_size: Optional[int] = None,
+                num_sample_steps: Optional[int] = None):
+        s = self.settings
+        if condition:
+            extra = set(condition) - {self.target}
+            if extra or y is not None:
+                raise ConfigError(f"condition: TabDDPM conditions only on its classification target {self.target!r}"
+                                  f" (got {sorted(condition)}{' and y' if y is not None else ''})")
+            y = condition[self.target]
+        codes = None if y is None else self._target_codes(y, n)
+        chunk = _positive_int("batch_size", s["sample_batch_size"] if batch_size is None else batch_size)
+        steps = s["num_sample_steps"] if num_sample_steps is None else num_sample_steps
+        raw_numeric, raw_codes = samplers.sample(self._params, self._graphdef, self._config, key, n, y=codes,
+                                                 class_probs=self._class_probs, chunk_size=chunk,
+                                                 num_sample_steps=steps, postprocess=self._decode_fn())
+        return self.preprocessor.from_arrays(raw_numeric, raw_codes)
+
+    def sample_encoded(self, n: int, *, seed: int = 0, y=None, batch_size: Optional[int] = None,
+                       num_sample_steps: Optional[int] = None) -> EncodedTable:
+        """``n`` rows as an :class:`EncodedTable` (before decoding), for speed measurements and tests."""
+        codes = None if y is None else self._target_codes(y, n)
+        s = self.settings
+        batch = samplers.sample(self._params, self._graphdef, self._config, jax.random.key(int(seed)), n, y=codes,
+                                class_probs=self._class_probs,
+                                chunk_size=s["sample_batch_size"] if batch_size is None else batch_size,
+                                num_sample_steps=s["num_sample_steps"] if num_sample_steps is None else num_sample_steps)
+        return samplers.to_encoded_table(batch, self._layout)
+
+    # ------------------------------------------------------------------------- persistence
+    def _get_state(self):
+        meta = {"layout": self._layout.to_json(), "diffusion": dataclasses.asdict(self._config),
+                "class_probs": None if self._class_probs is None else [float(p) for p in self._class_probs]}
+        return meta, tree_to_arrays(self._params, "params")
+
+    def _set_state(self, meta, arrays):
+        layout = TableLayout.from_json(meta["layout"])
+        _, _, template = self._build(layout, jax.random.key(0))
+        self._params = arrays_to_tree(template, arrays, "params")
+        probs = meta.get("class_probs")
+        self._class_probs = None if probs is None else np.asarray(probs, np.float64)
+        self._postprocess = None

@@ -1,0 +1,297 @@
+"""TableDiffusion (Truda 2023): the first differentially private diffusion model for tables.
+
+A few noise levels (``T = 3..5``) with TableDiffusion's schedule ``beta_t = (1 - cos(pi t / T)) / 2
++ 0.1`` (:func:`tabdiff_jax.schedules.tablediffusion_betas`); the noisy row at level ``t`` is
+``x_t = x_0 + sqrt(beta_t) eps`` on the dense encoding ``[numeric | one-hot]``, and a residual MLP
+with LayerNorm (which never mixes examples) predicts ``eps``. The loss of one example averages the
+noise-prediction MSE over *all* ``T`` levels, so a batch is exactly one DP-SGD step
+(:mod:`tabdiff_jax.privacy`): Poisson sampling, per-example clipping to ``C``, Gaussian noise,
+Adam(lr 5e-3, betas (0.5, 0.999)), batch 1024, ``C = 1``, ``delta = 1e-5``.
+
+Two choices differ from the reference code, both documented here: the network also receives the
+noise scale ``sqrt(beta_t)`` as an input feature (``time_conditioning``; the reference infers it
+from the input), and sampling denoises from the top level down, re-noising each estimate of ``x_0``
+to the next lower level (``x_{t-1} = x0_hat + sqrt(beta_{t-1}) z``).
+
+Pure core: :class:`TableDiffusionNet`, :func:`make_loss`, :func:`make_sampler`; the estimator
+:class:`TableDiffusion` wraps them with the shared preprocessor, the privacy plan and the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.gan.params import arrays_to_tree, tree_to_arrays
+from tabdiff_jax.layers import LayerNorm, Linear
+from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.privacy import (
+    BudgetTracker,
+    check_delta,
+    make_nonprivate_step,
+    make_private_step,
+    plan_privacy,
+    poisson_capacity,
+    poisson_sample,
+    steps_for_epochs,
+)
+from tabdiff_jax.privacy.preprocessing import audit_preprocessing
+from tabdiff_jax.schedules import tablediffusion_betas
+from tabdiff_jax.table import EncodedTable, TableLayout, from_dense, split_onehot, to_dense
+from tabdiff_jax.training import run_training
+
+DEFAULTS = dict(
+    epsilon=1.0, delta=1e-5, num_timesteps=5, hidden_dims=(256, 256), batch_size=1024, epochs=10.0, steps=None,
+    lr=5e-3, betas=(0.5, 0.999), l2_clip=1.0, accountant="rdp", method="ghost", time_conditioning=True,
+    categorical="argmax", checkpoint_every=1000, preprocessor=None,
+)
+
+
+class ResidualBlock(nnx.Module):
+    """``concat([relu(LayerNorm(x W + b)), x])``: width grows by ``features`` (CTGAN-style residual)."""
+
+    def __init__(self, in_features: int, features: int, *, rngs: nnx.Rngs):
+        self.linear = Linear(in_features, features, rngs=rngs)
+        self.norm = LayerNorm(features)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.concatenate([jax.nn.relu(self.norm(self.linear(x))), x], axis=-1)
+
+
+class TableDiffusionNet(nnx.Module):
+    """The noise predictor: residual blocks then a linear head, on ``[..., in_features]`` inputs.
+
+    Args:
+      in_features: data width plus the conditioning width (1 with ``time_conditioning``).
+      out_features: data width ``d``.
+      hidden_dims: widths of the residual blocks.
+      rngs: parameter keys.
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden_dims: Sequence[int] = (256, 256), *,
+                 rngs: nnx.Rngs):
+        dims = tuple(int(h) for h in hidden_dims)
+        if in_features < 1 or out_features < 1 or not dims or min(dims) < 1:
+            raise ConfigError(f"hidden_dims must be positive widths, got {hidden_dims!r}")
+        blocks, width = [], in_features
+        for h in dims:
+            blocks.append(ResidualBlock(width, h, rngs=rngs))
+            width += h
+        self.blocks = nnx.List(blocks)
+        self.head = Linear(width, out_features, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def _with_condition(x: jax.Array, scale: jax.Array, time_conditioning: bool) -> jax.Array:
+    if not time_conditioning:
+        return x
+    return jnp.concatenate([x, jnp.broadcast_to(scale, x.shape[:-1] + (1,)).astype(x.dtype)], axis=-1)
+
+
+def make_loss(num_timesteps: int, time_conditioning: bool = True):
+    """Per-example loss ``(model, x [B, d], keys [B]) -> [B]``: eps-MSE averaged over all levels.
+
+    Row ``i`` draws its noise ``[T, d]`` from ``keys[i]`` only, so the loss is separable per
+    example, as DP-SGD (and the ghost-vs-vmap comparison) requires.
+    """
+    scales = jnp.sqrt(jnp.asarray(tablediffusion_betas(num_timesteps), jnp.float32))  # [T]
+
+    def loss_fn(model, x, keys):
+        eps = jax.vmap(lambda k: jax.random.normal(k, (scales.shape[0], x.shape[-1]), x.dtype))(keys)
+        xt = x[:, None, :] + scales[None, :, None] * eps  # [B, T, d]
+        pred = model(_with_condition(xt, scales[None, :, None], time_conditioning))
+        return jnp.mean(jnp.square(pred - eps), axis=(1, 2))
+
+    return loss_fn
+
+
+def make_sampler(graphdef, num_timesteps: int, data_dim: int, time_conditioning: bool = True):
+    """``sample(params, key, n) -> [n, d]`` dense rows (``n`` static), denoising top level first."""
+    scales = [float(s) for s in np.sqrt(tablediffusion_betas(num_timesteps))]
+
+    def sample(params, key, n):
+        model = nnx.merge(graphdef, params)
+        keys = jax.random.split(key, num_timesteps + 1)
+        # Start at the top level: the data's unit-scale part plus that level's noise.
+        x = math.sqrt(1.0 + scales[-1] ** 2) * jax.random.normal(keys[0], (n, data_dim))
+        x0 = x
+        for t in reversed(range(num_timesteps)):
+            eps = model(_with_condition(x, jnp.float32(scales[t]), time_conditioning))
+            x0 = x - scales[t] * eps
+            if t > 0:
+                x = x0 + scales[t - 1] * jax.random.normal(keys[t + 1], x.shape)
+        return x0
+
+    return sample
+
+
+def decode_categories(x: jax.Array, layout: TableLayout, key: jax.Array, categorical: str = "sample"):
+    """Dense denoised rows ``[n, d]`` -> :class:`EncodedTable`, drawing each category block.
+
+    ``"argmax"`` (default) takes the largest entry of each one-hot block, as the reference's
+    inverse one-hot encoding does; it favours majority categories. ``"sample"`` treats the block
+    (clipped at 0, normalised) as the probabilities ``E[onehot | x_t]`` of a posterior-mean denoiser
+    and draws from them: marginal frequencies come out closer, but on Adult at epsilon 5 it lowered
+    the shape and trend scores (0.755 / 0.700 against 0.800 / 0.780) and the utility.
+    """
+    if categorical == "argmax" or layout.num_categorical == 0:
+        return from_dense(x, layout)
+    numeric = x[:, :layout.num_numeric]
+    keys = jax.random.split(key, layout.num_categorical)
+    codes = []
+    for k, block in zip(keys, split_onehot(x[:, layout.num_numeric:], layout)):
+        p = jnp.clip(block, 0.0, None)
+        total = jnp.sum(p, axis=-1, keepdims=True)
+        p = jnp.where(total > 0, p / jnp.maximum(total, 1e-12), jax.nn.one_hot(jnp.argmax(block, -1), block.shape[-1]))
+        codes.append(jax.random.categorical(k, jnp.log(jnp.maximum(p, 1e-30)), axis=-1))
+    return EncodedTable(numeric=numeric.astype(jnp.float32), categorical=jnp.stack(codes, -1).astype(jnp.int32),
+                        layout=layout)
+
+
+@register("tablediffusion")
+class TableDiffusion(Synthesizer):
+    """TableDiffusion estimator (defaults in ``DEFAULTS``; ``epsilon=None`` trains without privacy).
+
+    Options: ``epsilon``, ``delta``, ``num_timesteps``, ``hidden_dims``, ``batch_size`` (expected
+    Poisson batch), ``epochs`` or ``steps`` (planned length; sigma is calibrated for it), ``lr``,
+    ``betas``, ``l2_clip``, ``accountant`` ("rdp" | "pld"), ``method`` ("ghost" | "vmap"),
+    ``time_conditioning``, ``categorical`` ("sample" | "argmax", see :func:`decode_categories`),
+    ``checkpoint_every``, ``preprocessor`` (Preprocessor options; numbers are
+    min-max scaled by default, which needs only bounds: pass ``public_bounds`` and
+    ``public_categories`` to ``fit`` for a fully private pipeline).
+
+    ``fit_info`` (and ``run_dir/run.json``) records epsilon, delta, noise_multiplier, sampling_rate,
+    steps, epsilon_spent and what preprocessing learned from the data.
+    """
+
+    preprocessor_options = {"numeric": "minmax"}
+
+    def __init__(self, **config):
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError(f"TableDiffusion: unknown option(s) {', '.join(unknown)}; options are {', '.join(sorted(DEFAULTS))}")
+        s = {**DEFAULTS, **config}
+        if s["epsilon"] is not None and not (isinstance(s["epsilon"], (int, float)) and 0 < s["epsilon"] < math.inf):
+            raise ConfigError(f"epsilon must be a positive number (or None for no privacy), got {s['epsilon']!r}")
+        check_delta(s["delta"])
+        if not (isinstance(s["num_timesteps"], int) and 1 <= s["num_timesteps"] <= 50):
+            raise ConfigError(f"num_timesteps must be an integer in [1, 50] (TableDiffusion uses 3..5), got {s['num_timesteps']!r}")
+        if not (isinstance(s["batch_size"], int) and s["batch_size"] >= 1):
+            raise ConfigError(f"batch_size must be a positive integer, got {s['batch_size']!r}")
+        if s["method"] not in ("ghost", "vmap"):
+            raise ConfigError(f"method must be 'ghost' or 'vmap', got {s['method']!r}")
+        if s["categorical"] not in ("sample", "argmax"):
+            raise ConfigError(f"categorical must be 'sample' or 'argmax', got {s['categorical']!r}")
+        self.settings = s
+        super().__init__(**config)
+        self.config["preprocessor"] = dict(s["preprocessor"] or {})  # merged into preprocessor_options by fit
+
+    # ------------------------------------------------------------------------- network
+    def _build(self, data_dim: int, key: jax.Array):
+        s = self.settings
+        cond = 1 if s["time_conditioning"] else 0
+        net = TableDiffusionNet(data_dim + cond, data_dim, s["hidden_dims"], rngs=nnx.Rngs(params=key))
+        self._graphdef, params = nnx.split(net, nnx.Param)
+        self._data_dim = data_dim
+        return params
+
+    def _fit(self, df, encoded, key, *, run_dir, resume, progress, epochs=None, steps=None, batch_size=None):
+        s = self.settings
+        layout = encoded.layout
+        data = to_dense(encoded)
+        n, d = int(data.shape[0]), int(data.shape[1])
+        batch = min(int(s["batch_size"] if batch_size is None else batch_size), n)
+        if epochs is None and steps is None:  # configured length: steps win over epochs
+            epochs, steps = (None, s["steps"]) if s["steps"] is not None else (s["epochs"], None)
+        elif epochs is not None and steps is not None:
+            raise ConfigError("TableDiffusion.fit: give at most one of epochs and steps")
+        k_init, k_train = jax.random.split(key)
+        params = self._build(d, k_init)
+        optimizer = optax.adam(float(s["lr"]), b1=float(s["betas"][0]), b2=float(s["betas"][1]))
+        loss_fn = make_loss(s["num_timesteps"], s["time_conditioning"])
+        private = s["epsilon"] is not None
+        info = {"private": private}
+        if private:
+            info["preprocessing"] = audit_preprocessing(self.preprocessor, "TableDiffusion")
+            plan = plan_privacy(n, batch, float(s["epsilon"]), float(s["delta"]), epochs=epochs, steps=steps,
+                                accountant=s["accountant"])
+            q, num_steps, capacity = plan.sampling_rate, plan.steps, plan.capacity
+            dp = make_private_step(loss_fn, optimizer, l2_clip=s["l2_clip"], noise_multiplier=plan.noise_multiplier,
+                                   expected_batch_size=plan.expected_batch_size, method=s["method"],
+                                   graphdef=self._graphdef, jit=False)
+            tracker = BudgetTracker(plan.target_epsilon, plan.accountant_delta, noise_multiplier=plan.noise_multiplier,
+                                    sampling_rate=q, accountant=s["accountant"])
+            stop_fn = tracker.stop_fn
+            on_log = lambda step, m: {"eps": f"{tracker.epsilon_spent(step):.3f}"}
+        else:
+            q, num_steps = steps_for_epochs(n, batch, epochs) if epochs is not None else (batch / n, int(steps))
+            capacity = poisson_capacity(n, q)
+            dp = make_nonprivate_step(loss_fn, optimizer, graphdef=self._graphdef, jit=False)
+            stop_fn = on_log = None
+
+        def train_step(state, step_key, rows):
+            train_state, truncated = state
+            k_batch, k_step = jax.random.split(step_key)
+            pb = poisson_sample(k_batch, n, q, capacity)
+            train_state, metrics = dp.step(train_state, jnp.take(rows, pb.indices, axis=0), pb.mask, k_step)
+            return (train_state, truncated + (pb.overflow > 0).astype(jnp.int32)), {**metrics, "overflow": pb.overflow}
+
+        jitted = jax.jit(train_step, donate_argnums=0)
+        state = (dp.init(params), jnp.zeros((), jnp.int32))
+        state, history = run_training(lambda st, k: jitted(st, k, data), state, num_steps=num_steps, key=k_train,
+                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
+                                      progress=progress, desc="TableDiffusion", stop_fn=stop_fn, on_log=on_log)
+        train_state, truncated = state
+        self._params, self._layout = train_state.params, layout
+        done = int(train_state.step)
+        info.update({"steps": done, "planned_steps": num_steps, "sampling_rate": q, "batch_size": batch,
+                     "batch_capacity": capacity, "truncated_steps": int(truncated),
+                     "final_loss": history[-1][1].get("loss") if history else None})
+        if private:
+            spent = tracker.epsilon_spent(done)
+            info.update({"epsilon": plan.target_epsilon, "delta": plan.delta, "noise_multiplier": plan.noise_multiplier,
+                         "epsilon_spent": spent, "accountant": plan.accountant, "accountant_delta": plan.accountant_delta,
+                         "truncation_delta": plan.truncation_delta, "l2_clip": float(s["l2_clip"]),
+                         "expected_batch_size": plan.expected_batch_size, "clipping": s["method"]})
+            if progress:
+                print(f"TableDiffusion: spent epsilon {spent:.4f} of {plan.target_epsilon:g} "
+                      f"(delta {plan.delta:g}, sigma {plan.noise_multiplier:.4f}, q {q:.4g}, {done} steps)")
+        else:
+            info.update({"epsilon": None, "delta": None, "noise_multiplier": 0.0})
+        self.fit_info = info
+
+    # ------------------------------------------------------------------------ sampling
+    def _sampler(self):
+        if getattr(self, "_sample_fn", None) is None:
+            s = self.settings
+            self._sample_fn = jax.jit(make_sampler(self._graphdef, s["num_timesteps"], self._data_dim,
+                                                   s["time_conditioning"]), static_argnums=2)
+        return self._sample_fn
+
+    def _sample(self, n, key, *, batch_size: int = 8192):
+        sample = self._sampler()
+        chunk = min(int(batch_size), n)
+        k_rows, k_cat = jax.random.split(key)
+        rows = [sample(self._params, jax.random.fold_in(k_rows, i), chunk) for i in range(-(-n // chunk))]
+        dense = jnp.concatenate(rows, axis=0)[:n]
+        return self.preprocessor.decode(decode_categories(dense, self._layout, k_cat, self.settings["categorical"]))
+
+    # --------------------------------------------------------------------- persistence
+    def _get_state(self):
+        return {"layout": self._layout.to_json(), "data_dim": self._data_dim}, tree_to_arrays(self._params, "params")
+
+    def _set_state(self, meta, arrays):
+        self._layout = TableLayout.from_json(meta["layout"])
+        template = self._build(int(meta["data_dim"]), jax.random.key(0))
+        self._params = arrays_to_tree(template, arrays, "params")
