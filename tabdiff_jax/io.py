@@ -15,6 +15,8 @@ import pandas as pd
 from tabdiff_jax.errors import ConfigError, DataError
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def _suffix(path: Path) -> str:
@@ -37,6 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
