@@ -138,7 +138,8 @@ def bench_speed(epochs: int, rounds: int, torch_threads: int | None = None) -> d
                 entry[f"ctgan_{kind}"] = _ctgan_epoch_seconds(kind, train, discrete, epochs)
                 print(f"[speed round {r}] ctgan {kind}: {entry[f'ctgan_{kind}']}", flush=True)
                 for unit in ("epoch_seconds", "epoch_cpu_seconds"):
-                    entry[f"speedup_{kind}_{unit}"] = round(entry[f"ctgan_{kind}"][unit] / entry[f"ours_{kind}"][unit], 2)
+                    ratio = entry[f"ctgan_{kind}"][unit] / entry[f"ours_{kind}"][unit]
+                    entry[f"speedup_{kind}_{unit}"] = round(ratio, 2)
         out["rounds"].append(entry)
     if have_ctgan:
         for kind in ("ctgan", "tvae"):
@@ -194,7 +195,8 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool) ->
             "epochs": epochs, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 2),
             "epoch_seconds": info.get("epoch_seconds"), "fit_cpu_seconds": round(time.process_time() - cpu, 1),
             "load_avg_1min": load, "utility_metric": metric,
-            "utility_real": (util.get("real") or {}).get(metric), "utility_synthetic": (util.get("synthetic") or {}).get(metric),
+            "utility_real": (util.get("real") or {}).get(metric),
+            "utility_synthetic": (util.get("synthetic") or {}).get(metric),
             "shape": r["fidelity"]["shape"], "trend": r["fidelity"]["trend"],
             "detection_auc": r["fidelity"].get("detection_auc"),
             "dcr": {k: v for k, v in (r.get("privacy") or {}).items() if "dcr" in k.lower() or "closer" in k.lower()},
@@ -204,17 +206,21 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool) ->
             entry.update(epsilon=info["epsilon"], delta=info["delta"], epsilon_spent=info["epsilon_spent"],
                          noise_multiplier=info["privacy"]["noise_multiplier"])
         results["models"][name] = entry
-        print(f"[quality {dataset}] {name}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "dcr"), flush=True)
+        summary = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "dcr")
+        print(f"[quality {dataset}] {name}: {summary}", flush=True)
     return results
 
 
 def markdown_table(quality: dict) -> str:
-    lines = ["| model | epochs | utility (synthetic / real) | shape | trend | detection AUC | s/epoch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | epochs | utility synthetic (real) | shape | trend | detection AUC | DCR median "
+             "(holdout) | closer to train | s/epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
     for name, e in quality["models"].items():
-        u = "n/a" if e["utility_synthetic"] is None else f"{e['utility_synthetic']:.3f} / {e['utility_real']:.3f}"
-        det = "n/a" if e["detection_auc"] is None else f"{e['detection_auc']:.3f}"
-        lines.append(f"| {name} | {e['epochs']} | {u} | {e['shape']:.3f} | {e['trend']:.3f} | {det} | {e['epoch_seconds']} |")
+        d = e["dcr"]
+        lines.append(f"| {name} | {e['epochs']} | {fmt(e['utility_synthetic'])} ({fmt(e['utility_real'])}) "
+                     f"| {fmt(e['shape'])} | {fmt(e['trend'])} | {fmt(e['detection_auc'])} "
+                     f"| {fmt(d.get('dcr_median'))} ({fmt(d.get('dcr_holdout_median'))}) "
+                     f"| {fmt(d.get('closer_to_train_share'))} | {e['epoch_seconds']} |")
     return "\n".join(lines)
 
 

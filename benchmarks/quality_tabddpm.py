@@ -53,15 +53,18 @@ def load_split(name: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df.iloc[perm[:cut]].reset_index(drop=True), df.iloc[perm[cut:]].reset_index(drop=True)
 
 
-def run_one(name: str, options: dict, fit_kwargs: dict, seed: int, threads: int, smote: bool) -> dict:
+def run_one(name: str, options: dict, fit_kwargs: dict, seed: int, threads: int, smote: bool,
+            run_dir=None) -> dict:
     import tabdiff_jax.evaluate as ev
     from tabdiff_jax.models.tabddpm import TabDDPM
 
     train, test = load_split(name, seed)
     _, _, target, task = DATASETS[name]
     model = TabDDPM(**options)
+    resumed = run_dir is not None and (Path(run_dir) / "checkpoints").is_dir()
     t0 = time.perf_counter()
-    model.fit(train, target=target, task=task, seed=seed, progress=True, **fit_kwargs)
+    model.fit(train, target=target, task=task, seed=seed, progress=True, run_dir=run_dir, resume=resumed,
+              **fit_kwargs)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     syn = model.sample(len(train), seed=seed + 1)
@@ -80,7 +83,7 @@ def run_one(name: str, options: dict, fit_kwargs: dict, seed: int, threads: int,
         "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 1),
         "steps": model.fit_info["steps"], "batch_size": model.fit_info["batch_size"],
         "steps_per_second": model.fit_info["steps_per_second"], "final_loss": model.fit_info["final_loss"],
-        "config": model.settings,
+        "config": model.settings, "resumed_from_checkpoint": resumed,
     }
     if smote:
         from tabdiff_jax.models.smote import SMOTE
@@ -162,6 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="", help="suffix of the result key (keeps several runs)")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--speed", action="store_true", help="only measure steps/s and sampling rows/s")
+    p.add_argument("--run-dir", default=None, help="keep checkpoints here (a killed run resumes from them)")
     args = p.parse_args(argv)
 
     options = {}
@@ -190,7 +194,9 @@ def main(argv=None) -> int:
         return 0
     for name in args.datasets.split(","):
         t0 = time.perf_counter()
-        entry = run_one(name, options, fit_kwargs, args.seed, args.threads, smote=(name == "adult" and not args.no_smote))
+        run_dir = None if args.run_dir is None else Path(args.run_dir) / (name + args.tag)
+        entry = run_one(name, options, fit_kwargs, args.seed, args.threads, smote=(name == "adult" and not args.no_smote),
+                        run_dir=run_dir)
         entry["machine"] = {**machine, "load_average_at_end": os.getloadavg()}
         entry["total_seconds"] = round(time.perf_counter() - t0, 1)
         results[name + args.tag] = entry

@@ -25,7 +25,7 @@ MODELS = {
     "dpgan": (DPGAN, dict(SMALL, epochs=150, epsilon=20.0, delta=1e-3, l2_clip=1.0)),
     "tvae": (TVAE, dict(epochs=60, batch_size=50, encoder_dims=(32,), decoder_dims=(32,), latent_dim=8)),
 }
-FAST = ("cgan", "ctgan", "dpgan", "tvae")  # the others run with -m slow
+FAST = ("ctgan", "tvae")  # the others run with -m slow (each compiles its own epoch)
 
 
 def toy_table(n=600, seed=0):
@@ -60,15 +60,13 @@ def fit(name, epochs=None, **kw):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """``trained(name)``: the model fitted once with its MODELS options (run dir kept for DPGAN)."""
+def trained():
+    """``trained(name)``: the model fitted once with its MODELS options."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            run_dir = tmp_path_factory.mktemp(name) if name == "dpgan" else None
-            cache[name] = fit(name, run_dir=run_dir)
-            cache[name].run_dir = run_dir
+            cache[name] = fit(name)
         return cache[name]
 
     return get
@@ -85,13 +83,13 @@ def test_training_beats_untrained_self(name, trained):
     assert auc_t < auc_u - 0.02, (auc_t, auc_u)
 
 
-def test_cgan_condition_fixes_the_column_and_roundtrips(trained, tmp_path):
-    model = trained("cgan")
+def test_cgan_condition_fixes_the_column_and_roundtrips(tmp_path):
+    model = fit("cgan", epochs=1)
     out = model.sample(300, seed=3, condition={"label": "yes"})
     assert (out["label"] == "yes").all() and len(out) == 300
-    # without a condition both labels appear, in roughly the training proportion
-    free = model.sample(600, seed=3)["label"].eq("yes").mean()
-    assert abs(free - toy_table()["label"].eq("yes").mean()) < 0.1
+    # without a condition the label is drawn from the training frequencies
+    free = model.sample(2000, seed=3)["label"].eq("yes").mean()
+    assert abs(free - toy_table()["label"].eq("yes").mean()) < 0.05
     with pytest.raises(DataError, match="maybe"):
         model.sample(10, condition={"label": "maybe"})
     with pytest.raises(ConfigError, match="condition"):
@@ -103,8 +101,13 @@ def test_cgan_condition_fixes_the_column_and_roundtrips(trained, tmp_path):
 
 
 def test_ctgan_condition_on_any_categorical_column(trained):
-    out = trained("ctgan").sample(200, seed=0, condition={"colour": "blue"})
+    model = trained("ctgan")
+    out = model.sample(200, seed=0, condition={"colour": "blue"})
     assert (out["colour"] == "blue").all()
+    final = model.fit_info["history"][-1][1]
+    assert {"critic_loss", "gradient_penalty", "generator_loss", "condition_loss"} <= set(final)
+    # the conditional loss taught the generator to honour the condition vector
+    assert final["condition_loss"] < 0.5
 
 
 def test_cgan_on_chosen_column_and_errors():
@@ -135,10 +138,10 @@ def test_options_are_validated():
         TVAE(categorical="mode")
 
 
-def test_dpgan_records_privacy(trained):
-    model = trained("dpgan")
-    info = json.loads((model.run_dir / "run.json").read_text())
-    epochs, steps = MODELS["dpgan"][1]["epochs"], 600 // 50
+def test_dpgan_records_privacy(tmp_path):
+    epochs, steps = 2, 600 // 50
+    fit("dpgan", epochs=epochs, run_dir=tmp_path)
+    info = json.loads((tmp_path / "run.json").read_text())
     assert info["epsilon"] == 20.0 and info["delta"] == 1e-3
     assert 0.9 * 20.0 < info["epsilon_spent"] <= 20.0
     assert info["privacy"]["private_steps"] == info["privacy"]["planned_steps"] == epochs * steps

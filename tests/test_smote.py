@@ -98,3 +98,11 @@ def test_regression_uses_one_class_and_tiny_classes_copy():
     assert (out.loc[out["y"] == "b", "v"] == 9.0).all()  # a class of one row can only be copied
     with pytest.raises(ConfigError, match="condition"):
         SMOTE().fit(single, target="y", progress=False).sample(5, seed=0, condition={"y": "a"})
+
+
+def test_nominal_weight_follows_smote_nc():
+    from tabdiff_jax.models.smote import _nominal_scale
+
+    features = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    np.testing.assert_allclose(_nominal_scale(features, 1), [1.0, 0.25, 0.25])  # median std 0.5, halved
+    np.testing.assert_allclose(_nominal_scale(features[:, 1:], 0), [1.0, 1.0])  # no numbers: plain one-hot

@@ -221,7 +221,9 @@ def test_speed_compare_interleaves_and_reports_medians():
 
     def ours(k):
         calls.append(("ours", k))
-        return 0.5 if len([c for c in calls if c[0] == "ours"]) == 1 else 0.01 * k  # first call compiles
+        return 0.5 if len([c for c in calls if c[0] == "ours"]) == 1 else 0.01 * k  # a slow first call
+
+    clock = iter([2.0, 3.5])  # seconds of compilation before and after ours' first call
 
     def theirs(k):
         calls.append(("torch", k))
@@ -229,10 +231,11 @@ def test_speed_compare_interleaves_and_reports_medians():
 
     monitor = speed.RssMonitor()
     try:
-        c = speed.compare(ours, theirs, repeats=4, min_block_s=0.1, monitor=monitor, torch_cap=3)
+        c = speed.compare(ours, theirs, repeats=4, min_block_s=0.1, monitor=monitor, torch_cap=3,
+                          compile_clock=lambda: next(clock))
     finally:
         monitor.close()
-    assert (c["first_s"], c["repeats"]) == (0.5, 4)
+    assert (c["first_s"], c["repeats"], c["compile_s"]) == (0.5, 4, 1.5)
     assert c["ours_s"] == pytest.approx(0.01) and c["torch_s"] == pytest.approx(0.02)
     assert c["ours_cpu_s"] >= 0 and c["torch_cpu_s"] >= 0
     assert (c["k_ours"], c["k_torch"]) == (1, 3)  # k from the first (slow) call; PyTorch's capped at torch_cap

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.gan.blocks import block_softmax
 from tabdiff_jax.layers import Embed, LayerNorm, Linear
 from tabdiff_jax.table import TableLayout, split_onehot
 
@@ -166,12 +167,10 @@ def activate(raw: jax.Array, layout: TableLayout, key: jax.Array, *, numeric_act
         return num
     logits = raw[:, layout.num_numeric:]
     perturbed = logits + jax.random.gumbel(key, logits.shape, logits.dtype)
-    blocks = []
-    for block in split_onehot(perturbed, layout):
-        if hard:
-            blocks.append(jax.nn.one_hot(jnp.argmax(block, axis=-1), block.shape[-1], dtype=raw.dtype))
-        else:
-            blocks.append(jax.nn.softmax(block / tau, axis=-1))
+    if not hard:
+        return jnp.concatenate([num, block_softmax(perturbed / tau, layout.categorical_sizes)], axis=-1)
+    blocks = [jax.nn.one_hot(jnp.argmax(b, axis=-1), b.shape[-1], dtype=raw.dtype)
+              for b in split_onehot(perturbed, layout)]
     return jnp.concatenate([num] + blocks, axis=-1)
 
 

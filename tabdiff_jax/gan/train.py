@@ -69,7 +69,8 @@ class GANConfig:
         if self.loss not in losses.LOSSES:
             raise ConfigError(f"loss must be one of {losses.LOSSES}, got {self.loss!r}")
         if self.numeric_activation not in NUMERIC_ACTIVATIONS:
-            raise ConfigError(f"numeric_activation must be one of {NUMERIC_ACTIVATIONS}, got {self.numeric_activation!r}")
+            raise ConfigError(f"numeric_activation must be one of {NUMERIC_ACTIVATIONS}, "
+                              f"got {self.numeric_activation!r}")
         for name in ("n_critic", "pac", "batch_size", "noise_dim"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

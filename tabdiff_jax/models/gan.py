@@ -107,7 +107,7 @@ class GANSynthesizer(Synthesizer):
                                               generator_dims=s["generator_dims"], critic_dims=s["critic_dims"],
                                               cond_dim=cond_dim, residual=bool(s["residual"]),
                                               dropout=float(s["dropout"]))
-        self._layout, self._config, self._gen_def = layout, config, gen_def
+        self._layout, self._config, self._gen_def, self._sample_fn = layout, config, gen_def, None
         return gen_def, critic_def, gen_tx, critic_tx, state
 
     def _batch_size(self, n: int, requested: Optional[int] = None) -> int:
@@ -134,8 +134,9 @@ class GANSynthesizer(Synthesizer):
         blocks = self._condition_blocks(layout)
         sampler = None
         if blocks:
+            log_frequency = bool(s["log_frequency"]) and s["conditional"] == "ctgan"
             sampler = cond_lib.build_condition_sampler(np.asarray(encoded.categorical), layout, blocks,
-                                                       log_frequency=bool(s["log_frequency"]) and s["conditional"] == "ctgan")
+                                                       log_frequency=log_frequency)
         self._blocks = blocks
         k_init, k_train = jax.random.split(key)
         cond_dim = 0 if sampler is None else sampler.cond_dim

@@ -9,7 +9,8 @@ rounded, and columns, order and dtypes are those of the training table (decoding
 preprocessor's column schema, :mod:`tabdiff_jax.preprocess.schema`).
 
 Neighbours are found once, at fit time, with scikit-learn's ``NearestNeighbors`` on min-max
-scaled numbers (missing: 0 plus an indicator) and one-hot categories. Class counts of a sample
+scaled numbers (missing: 0 plus an indicator) and one-hot categories weighted as in SMOTE-NC
+(a differing category costs about the median standard deviation of the numbers, per class). Class counts of a sample
 follow the training frequencies (largest-remainder rounding). All randomness comes from the
 ``seed`` of :meth:`sample`. The state (the encoded training rows and their neighbour lists) is
 saved as arrays in ``state.npz`` and the column schema as JSON: no pickle.
@@ -35,7 +36,8 @@ _DENSE_BYTES = 256 * 2**20
 
 
 def _neighbour_features(raw_numeric: np.ndarray, codes: np.ndarray, specs: list[ColumnSpec]):
-    """``[min-max numbers (missing 0) | missing indicators | one-hot categories]`` rows.
+    """``[min-max numbers (missing 0) | missing indicators | one-hot categories]`` rows, and the
+    number of leading number columns.
 
     Dense when they fit in 256 MB (scikit-learn's brute-force search is about 5x faster on dense
     rows), else sparse (columns with very many categories).
@@ -52,7 +54,25 @@ def _neighbour_features(raw_numeric: np.ndarray, codes: np.ndarray, specs: list[
     for j, s in enumerate(cat_specs):
         parts.append(sparse.csr_matrix((np.ones(n), (np.arange(n), codes[:, j])), shape=(n, s.num_codes)))
     features = sparse.hstack(parts, format="csr")
-    return features.toarray() if features.shape[0] * features.shape[1] * 8 <= _DENSE_BYTES else features
+    dense = features.shape[0] * features.shape[1] * 8 <= _DENSE_BYTES
+    return (features.toarray() if dense else features), len(num_specs)
+
+
+def _nominal_scale(features, num_numeric: int) -> np.ndarray:
+    """Per-column factors that give the one-hot / indicator entries SMOTE-NC's weight.
+
+    SMOTE-NC (Chawla et al. 2002) charges a differing nominal value the median of the standard
+    deviations of the numbers; as in imbalanced-learn's ``SMOTENC`` (the TabDDPM baseline), the
+    one-hot entries become ``median_std / 2`` (kept at 1 when there are no varying numbers).
+    """
+    scale = np.ones(features.shape[1])
+    if num_numeric:
+        numbers = features[:, :num_numeric]
+        numbers = numbers.toarray() if hasattr(numbers, "toarray") else numbers
+        median_std = float(np.median(numbers.std(axis=0)))
+        if median_std > 0:
+            scale[num_numeric:] = median_std / 2.0
+    return scale
 
 
 def _class_neighbours(features: np.ndarray, k: int) -> np.ndarray:
@@ -102,13 +122,17 @@ class SMOTE(Synthesizer):
         else:
             classes = np.zeros(len(df), np.int32)
         k = self.config["k_neighbors"]
-        features = _neighbour_features(raw_numeric, codes, specs)
+        features, num_numeric = _neighbour_features(raw_numeric, codes, specs)
         neighbours = np.full((len(df), k), -1, np.int32)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
             k_c = min(k, len(rows) - 1)
             if k_c > 0:
-                neighbours[rows, :k_c] = rows[_class_neighbours(features[rows], k_c)]
+                class_features = features[rows]
+                scale = _nominal_scale(class_features, num_numeric)
+                class_features = class_features.multiply(scale[None, :]).tocsr() if hasattr(class_features, "multiply") \
+                    else class_features * scale[None, :]
+                neighbours[rows, :k_c] = rows[_class_neighbours(class_features, k_c)]
         self._raw_numeric, self._codes = raw_numeric.astype(np.float32), codes.astype(np.int32)
         self._classes, self._neighbours = classes, neighbours
         self.fit_info["classes"] = int(classes.max()) + 1

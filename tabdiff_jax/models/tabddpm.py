@@ -116,8 +116,12 @@ class TabDDPM(Synthesizer):
 
     # ---------------------------------------------------------------------------- fitting
     def _fit(self, df, encoded: EncodedTable, key, *, run_dir, resume, progress, steps=None, batch_size=None,
-             max_seconds: Optional[float] = None, stop_after_steps: Optional[int] = None):
+             max_seconds: Optional[float] = None, stop_after_steps: Optional[int] = None, epochs=None):
+        """Train; ``steps`` / ``batch_size`` override the options, ``max_seconds`` stops early on time,
+        ``stop_after_steps`` stops (and checkpoints) early, as an interruption would."""
         s = self.settings
+        if epochs is not None:
+            raise ConfigError("TabDDPM counts training steps, not epochs: use steps= (--steps)")
         num_steps = _positive_int("steps", s["steps"] if steps is None else steps, 0)
         layout = encoded.layout
         feats, y = split_target(encoded) if layout.task == "classification" else (encoded, None)

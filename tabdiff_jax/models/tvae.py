@@ -193,7 +193,7 @@ class TVAE(Synthesizer):
         dec = Decoder(s["latent_dim"], s["decoder_dims"], layout.dense_dim, layout.num_numeric,
                       rngs=nnx.Rngs(params=k_dec))
         (self._enc_def, enc_params), (self._dec_def, dec_params) = nnx.split(enc), nnx.split(dec)
-        self._layout = layout
+        self._layout, self._sample_fn = layout, None
         return enc_params, dec_params
 
     def _fit(self, df, encoded, key, *, run_dir, resume, progress, epochs=None, steps=None, batch_size=None):
@@ -235,9 +235,9 @@ class TVAE(Synthesizer):
 
     def _sampler(self):
         if getattr(self, "_sample_fn", None) is None:
-            self._sample_fn = jax.jit(make_tvae_sample(self._dec_def, self._layout, latent_dim=int(self.settings["latent_dim"]),
-                                                       numeric_activation=self._numeric_activation,
-                                                       categorical=self.settings["categorical"]), static_argnums=2)
+            fn = make_tvae_sample(self._dec_def, self._layout, latent_dim=int(self.settings["latent_dim"]),
+                                  numeric_activation=self._numeric_activation, categorical=self.settings["categorical"])
+            self._sample_fn = jax.jit(fn, static_argnums=2)
         return self._sample_fn
 
     def _get_state(self):

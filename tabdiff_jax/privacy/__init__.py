@@ -8,7 +8,8 @@ One concept per module (in the style of jax_privacy):
 * :mod:`~tabdiff_jax.privacy.accounting`: RDP / PLD accounting, sigma calibration, budget tracking;
 * :mod:`~tabdiff_jax.privacy.ghost`: book-keeping ("ghost") clipping for networks of
   :mod:`tabdiff_jax.layers`;
-* :mod:`~tabdiff_jax.privacy.dpsgd`: the jit-compiled private (and non-private) training step.
+* :mod:`~tabdiff_jax.privacy.dpsgd`: the jit-compiled private (and non-private) training step;
+* :mod:`~tabdiff_jax.privacy.preprocessing`: what a fitted preprocessor learned from private data.
 """
 
 from tabdiff_jax.privacy.accounting import (
@@ -33,7 +34,8 @@ from tabdiff_jax.privacy.dpsgd import (
     vmap_clipped_sum,
 )
 from tabdiff_jax.privacy.ghost import ProbeTape, ghost_clipped_sum
-from tabdiff_jax.privacy.noise import add_gaussian_noise, privatize
+from tabdiff_jax.privacy.noise import add_gaussian_noise, privatize, standard_normal
+from tabdiff_jax.privacy.preprocessing import PrivacyWarning, audit_preprocessing
 from tabdiff_jax.privacy.sampling import (
     PoissonBatch,
     gather_rows,
@@ -43,10 +45,10 @@ from tabdiff_jax.privacy.sampling import (
 )
 
 __all__ = [
-    "BudgetTracker", "ClipStats", "PoissonBatch", "PrivacyPlan", "PrivateStep", "ProbeTape", "TrainState",
-    "add_gaussian_noise", "calibrate_noise_multiplier", "check_delta", "check_epsilon", "clip_factors",
+    "BudgetTracker", "ClipStats", "PoissonBatch", "PrivacyPlan", "PrivacyWarning", "PrivateStep", "ProbeTape",
+    "TrainState", "add_gaussian_noise", "audit_preprocessing", "calibrate_noise_multiplier", "check_delta", "check_epsilon", "clip_factors",
     "clip_per_example", "clipped_grad_sum", "clipped_sum", "compute_epsilon", "dp_event", "gather_rows",
     "ghost_clipped_sum", "make_nonprivate_step", "make_private_step", "overflow_probability",
     "per_example_sq_norms", "plan_privacy", "poisson_capacity", "poisson_sample", "privatize",
-    "steps_for_epochs", "truncation_delta", "vmap_clipped_sum",
+    "standard_normal", "steps_for_epochs", "truncation_delta", "vmap_clipped_sum",
 ]

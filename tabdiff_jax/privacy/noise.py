@@ -2,14 +2,14 @@
 
 A note on randomness for a production run:
   The noise here comes from an explicit ``jax.random`` key, so a run is reproducible from its seed,
-  which is what tests and research need. JAX's default generator (threefry) is a good
-  pseudo-random generator, but it has not been audited as a cryptographically secure source, and a
-  key derived from a small integer seed is guessable: an adversary who knows the seed can subtract
-  the noise. For a release whose privacy guarantee matters, derive the noise key from an operating
-  system CSPRNG (for example ``jax.random.key(int.from_bytes(os.urandom(8), "little"))``, or better a
-  key built from ``secrets.token_bytes``), never log or checkpoint it, and be aware that floating
-  point Gaussian sampling has known side channels (Mironov 2012) that a hardened implementation
-  would address with discrete or snapped noise.
+  which is what tests and research need. JAX's Threefry generator is a good pseudo-random
+  generator, but it has not been audited as a cryptographically secure source for DP, and a key
+  derived from a small integer seed is guessable: whoever knows the seed can subtract the noise.
+  For a release whose guarantee matters, build the noise key from the operating system's CSPRNG,
+  e.g. ``jax.random.wrap_key_data(jnp.asarray(np.frombuffer(os.urandom(8), np.uint32)))`` (64 bits
+  of OS entropy), never log or checkpoint it, and keep in mind that floating-point Gaussian
+  sampling has known side channels (Mironov 2012) that a hardened implementation would close
+  with discrete or snapped noise.
 """
 
 from __future__ import annotations
