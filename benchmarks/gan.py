@@ -164,14 +164,18 @@ def _tables(dataset: str, quick: bool):
     return train, test, target
 
 
-def bench_quality(dataset: str, models: list[str], scale: float, quick: bool) -> dict:
+def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, done: dict | None = None,
+                  save=None) -> dict:
     from threadpoolctl import threadpool_limits
 
     from tabdiff_jax.evaluate import evaluate
 
     train, test, target = _tables(dataset, quick)
-    results = {"data": dataset, "rows": {"train": len(train), "test": len(test)}, "models": {}}
+    results = {"data": dataset, "rows": {"train": len(train), "test": len(test)}, "models": dict(done or {})}
     for name in models:
+        if name in results["models"]:
+            print(f"[quality {dataset}] {name}: kept from the previous run (--resume)", flush=True)
+            continue
         epochs = max(1, int(round(EPOCHS[name] * scale))) if not quick else 2
         # California has a numeric target: CGAN conditions on its one categorical column.
         options = {"condition_column": "ocean_proximity"} if name == "cgan" and dataset == "california" else {}
@@ -206,6 +210,8 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool) ->
             entry.update(epsilon=info["epsilon"], delta=info["delta"], epsilon_spent=info["epsilon_spent"],
                          noise_multiplier=info["privacy"]["noise_multiplier"])
         results["models"][name] = entry
+        if save is not None:
+            save(results)
         summary = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "dcr")
         print(f"[quality {dataset}] {name}: {summary}", flush=True)
     return results
@@ -237,6 +243,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--datasets", nargs="+", default=["adult"], choices=list(DATASETS))
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="multiply the EPOCHS budgets")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gan.json"))
+    parser.add_argument("--resume", action="store_true", help="keep the models already in --out, run the rest")
     args = parser.parse_args(argv)
     import jax
 
@@ -248,10 +255,23 @@ def main(argv=None) -> dict:
         out["speed"] = bench_speed(2 if args.quick else args.speed_epochs, 1 if args.quick else args.rounds,
                                    args.torch_threads)
         write_json(out, args.out)
+    previous = {}
+    if args.resume and Path(args.out).exists():
+        import json
+
+        previous = json.loads(Path(args.out).read_text())
+        out = {**previous, **{k: v for k, v in out.items() if k != "machine"}}
     if not args.skip_quality:
-        out["quality"] = {}
+        out.setdefault("quality", {})
+
+        def save(partial, dataset):
+            out["quality"][dataset] = partial
+            write_json(out, args.out)
+
         for dataset in args.datasets:
-            out["quality"][dataset] = bench_quality(dataset, args.models, args.epoch_scale, args.quick)
+            done = (previous.get("quality", {}).get(dataset) or {}).get("models", {})
+            out["quality"][dataset] = bench_quality(dataset, args.models, args.epoch_scale, args.quick, done,
+                                                    save=lambda partial, d=dataset: save(partial, d))
             out["quality"][dataset]["markdown"] = markdown_table(out["quality"][dataset])
             write_json(out, args.out)
             print(out["quality"][dataset]["markdown"], flush=True)

@@ -87,7 +87,8 @@ def test_private_fit_records_privacy_warns_and_round_trips(tmp_path):
 
 def test_public_bounds_and_categories_make_preprocessing_private():
     df = _table(200, seed=1)
-    model = TableDiffusion(epsilon=2.0, steps=3, batch_size=50, hidden_dims=(8,), num_timesteps=3, method="vmap")
+    model = TableDiffusion(epsilon=2.0, steps=3, batch_size=50, hidden_dims=(8,), num_timesteps=3, method="vmap",
+                           preprocessor={"numeric": "minmax"})  # quantiles would be learned from the data
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrivacyWarning)
         model.fit(df, progress=False, public_bounds={"size": (0.0, 30.0), "count": (0, 20)},

@@ -167,15 +167,19 @@ class TableDiffusion(Synthesizer):
     Poisson batch), ``epochs`` or ``steps`` (planned length; sigma is calibrated for it), ``lr``,
     ``betas``, ``l2_clip``, ``accountant`` ("rdp" | "pld"), ``method`` ("ghost" | "vmap"),
     ``time_conditioning``, ``categorical`` ("sample" | "argmax", see :func:`decode_categories`),
-    ``checkpoint_every``, ``preprocessor`` (Preprocessor options; numbers are
-    min-max scaled by default, which needs only bounds: pass ``public_bounds`` and
-    ``public_categories`` to ``fit`` for a fully private pipeline).
+    ``checkpoint_every``, ``preprocessor`` (Preprocessor options). Numbers go through the quantile
+    transform by default, as in the reference code: its quantiles are learned from the private
+    table, outside the budget, and the fit warns and records it. For a fully private pipeline use
+    ``preprocessor={"numeric": "minmax"}`` and pass ``public_bounds`` and ``public_categories`` to
+    ``fit`` (on Adult at epsilon 5 that cost shape 0.86 -> 0.80 and macro-F1 0.70 -> 0.51).
 
     ``fit_info`` (and ``run_dir/run.json``) records epsilon, delta, noise_multiplier, sampling_rate,
     steps, epsilon_spent and what preprocessing learned from the data.
     """
 
-    preprocessor_options = {"numeric": "minmax"}
+    # TableDiffusion's own preprocessing (quantile transform). Its quantiles come from the data, which
+    # the fit reports and warns about; numeric="minmax" with public bounds needs nothing private.
+    preprocessor_options = {"numeric": "quantile"}
 
     def __init__(self, **config):
         unknown = sorted(set(config) - set(DEFAULTS))
