@@ -190,7 +190,7 @@ def main(argv=None) -> int:
         results["speed" + args.tag] = {**speed(), "machine": {**machine, "load_average_at_end": os.getloadavg()}}
         print(json.dumps(results["speed" + args.tag], indent=1))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1, default=str))
+        write_json(results, path)
         return 0
     for name in args.datasets.split(","):
         t0 = time.perf_counter()
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in entry.items() if k not in ("config", "machine", "final_loss")}, indent=1),
               flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1, default=str))
+        write_json(results, path)
     return 0
 
 

@@ -9,7 +9,9 @@ sampler options); the last chunk is padded and trimmed.
 Two samplers:
 
 * ancestral (``num_sample_steps=None``): all ``T`` steps; TabDDPM's Gaussian step with the
-  "fixedlarge" variance and the multinomial posterior ``p(x_{t-1} | x_t)``;
+  "fixedlarge" variance and the multinomial posterior ``p(x_{t-1} | x_t)`` (drawn in probability
+  space by :func:`~tabdiff_jax.multinomial.posterior_probs`: no logs, gathers or Gumbel noise per
+  category, one uniform per block);
 * skipping (``num_sample_steps=S < T``): ``S`` evenly spaced steps; DDIM for the numbers
   (``eta = 0`` deterministic) and the exact multi-step multinomial posterior for the categories.
 
@@ -81,7 +83,7 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
 
     def row_noise(rk, i):
         k_num, k_cat = jax.random.split(jax.random.fold_in(rk, i + 1))
-        return jax.random.normal(k_num, (d,)), jax.random.gumbel(k_cat, (spec.onehot_dim,))
+        return jax.random.normal(k_num, (d,)), jax.random.uniform(k_cat, (nb,))
 
     def chunk(params, key, start, y, class_logits):
         row_keys = _row_keys(jax.random.fold_in(key, 0), start, chunk_size)
@@ -101,14 +103,14 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
             # one timestep for the whole chunk: the time embedding is computed once and broadcast
             out = apply(graphdef, params, denoiser_input(config, x_num, x_cat), t[None], y)
             eps, logits = out[:, :d], out[:, d:]
-            noise, gumbel = jax.vmap(row_noise, (0, None))(row_keys, i)
+            noise, uniform = jax.vmap(row_noise, (0, None))(row_keys, i)
             if ancestral:
                 x_num = gaussian.p_sample(schedule, x_num, t_b, eps, noise, variance, clip_x0)
             else:
                 x_num = gaussian.ddim_step(schedule, x_num, t_b, s_b, eps, noise, eta, clip_x0)
-            if nb:
-                log_p = multinomial.p_posterior(schedule, logits, x_cat, t_b, spec, None if ancestral else s_b)
-                x_cat = multinomial.gumbel_argmax(log_p, gumbel, spec)
+            if nb:  # in probability space, one uniform per block (the same law as the log-space posterior)
+                probs = multinomial.posterior_probs(schedule, logits, x_cat, t, spec, None if ancestral else s)
+                x_cat = multinomial.draw_categorical(probs, uniform)
             return (x_num, x_cat), None
 
         steps = (jnp.arange(len(ts), dtype=jnp.uint32), jnp.asarray(ts), jnp.asarray(ss))

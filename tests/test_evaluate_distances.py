@@ -116,6 +116,19 @@ def test_alpha_precision_beta_recall_match_a_dense_reference():
     synth_radii = np.quantile(closest, alphas)
     precision = np.array([np.mean(to_centre <= r) for r in radii])
     recall = np.array([np.mean((real_to_synth <= real_to_real) & (closest <= q)) for q in synth_radii])
-    step = alphas[1] - alphas[0]
-    assert ours["alpha_precision"] == pytest.approx(1 - 2 * np.abs(alphas - precision).sum() * step, abs=1e-6)
-    assert ours["beta_recall"] == pytest.approx(1 - 2 * np.abs(alphas - recall).sum() * step, abs=1e-6)
+    np.testing.assert_allclose(ours["alpha_precision_curve"], precision, atol=1e-12)
+    np.testing.assert_allclose(ours["beta_recall_curve"], recall, atol=1e-12)
+    # the integral by the trapezoid rule (synthcity's right-endpoint sum can go below 0)
+    assert ours["alpha_precision"] == pytest.approx(1 - 2 * np.trapezoid(np.abs(alphas - precision), alphas), abs=1e-6)
+    assert ours["beta_recall"] == pytest.approx(1 - 2 * np.trapezoid(np.abs(alphas - recall), alphas), abs=1e-6)
+
+
+def test_coverage_scores_stay_in_unit_interval_at_the_extremes():
+    from tabdiff_jax.evaluate.coverage import _delta
+
+    alphas = np.linspace(0, 1, 30)
+    assert _delta(alphas, alphas) == pytest.approx(1.0)  # a perfect curve
+    assert _delta(alphas, np.zeros(30)) == pytest.approx(0.0, abs=1e-12)  # nothing covered: exactly 0, not < 0
+    assert _delta(alphas, np.ones(30)) == pytest.approx(0.0, abs=1e-12)
+    step_curve = (alphas >= 0.5).astype(float)  # monotone, far from the diagonal
+    assert 0.0 <= _delta(alphas, step_curve) <= 1.0

@@ -161,3 +161,34 @@ def test_no_nan_with_100_blocks_of_50_at_T1000():
     sums = np.exp(np.asarray(post, np.float64)).reshape(8, 100, 50).sum(-1)
     assert np.all(np.isfinite(np.asarray(post)))
     np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("t,s", [(1, None), (0, None), (49, None), (30, 10), (20, -1), (7, 6)])
+def test_probability_space_posterior_equals_log_space(t, s):
+    """The sampler's posterior (probability space, static slices) against p_posterior (log space)."""
+    n = 6
+    logits = 4.0 * jax.random.normal(jax.random.key(t), (n, SPEC.onehot_dim))
+    codes_t = jax.random.randint(jax.random.key(100 + t), (n, 3), 0, 2)
+    tt = jnp.full((n,), t)
+    ss = None if s is None else jnp.full((n,), s)
+    log_p = mn.p_posterior(S, logits, codes_t, tt, SPEC, ss)
+    # the sampler passes one scalar timestep for the whole chunk
+    probs = jax.jit(mn.posterior_probs, static_argnums=4)(S, logits, codes_t, jnp.int32(t), SPEC,
+                                                           None if s is None else jnp.int32(s))
+    for p, ref in zip(probs, _blocks(log_p)):
+        assert np.all(np.asarray(p) >= 0)
+        np.testing.assert_allclose(np.asarray(p, np.float64) / np.asarray(p, np.float64).sum(-1, keepdims=True), ref,
+                                   rtol=1e-4, atol=1e-7)
+
+
+def test_inverse_cdf_draw_frequencies_and_zero_mass():
+    n = 40_000
+    probs = [np.array([0.2, 0.5, 0.3]), np.array([0.1, 0.0, 0.2, 0.1, 0.6]), np.array([0.0, 1.0])]
+    scaled = [jnp.broadcast_to(jnp.asarray(p * c, jnp.float32), (n, len(p))) for p, c in zip(probs, (1.0, 3e-6, 7.0))]
+    u = jax.random.uniform(jax.random.key(0), (n, 3))
+    codes = np.asarray(jax.jit(mn.draw_categorical)(scaled, u))
+    for b, p in enumerate(probs):
+        _check_freq(codes[:, b], p)  # unnormalised totals (3e-6, 7) do not matter
+    assert not np.any(codes[:, 1] == 1) and np.all(codes[:, 2] == 1)  # mass 0 is never drawn
+    edge = mn.draw_categorical([jnp.asarray([[0.0, 0.5, 0.5]])] * 2, jnp.asarray([[0.0, 0.99999994]]))
+    np.testing.assert_array_equal(edge, [[1, 2]])  # u = 0 skips a leading zero; u -> 1 stays in range
