@@ -44,7 +44,10 @@ DATASETS = {
 }
 # Epochs for the quality table (full runs use 300 for CTGAN / TVAE as the papers; see --epoch-scale).
 EPOCHS = {"gan": 30, "cgan": 30, "wgan": 20, "wgan-gp": 20, "ctgan": 100, "tvae": 100, "dpgan-eps1": 10,
-          "dpgan-eps5": 10}
+          "dpgan-eps5": 10,
+          # the other models of the library, in the same table with the same evaluation (None: model defaults,
+          # TabDDPM 8,000 steps of batch 1,024; SMOTE has no training)
+          "tabddpm": None, "tablediffusion-eps1": 10, "tablediffusion-eps5": 10, "smote": None}
 
 
 def _load() -> float:
@@ -55,7 +58,17 @@ def _model(name: str, epochs: int, **options):
     from tabdiff_jax.models.gan import CGAN, CTGAN, DPGAN, GAN, WGAN, WGANGP
     from tabdiff_jax.models.tvae import TVAE
 
+    from tabdiff_jax.models.smote import SMOTE
+    from tabdiff_jax.models.tabddpm import TabDDPM
+    from tabdiff_jax.models.tablediffusion import TableDiffusion
+
     classes = {"gan": GAN, "cgan": CGAN, "wgan": WGAN, "wgan-gp": WGANGP, "ctgan": CTGAN, "tvae": TVAE}
+    if name == "tabddpm":
+        return TabDDPM(**options)
+    if name == "smote":
+        return SMOTE(**options)
+    if name.startswith("tablediffusion-eps"):
+        return TableDiffusion(epochs=epochs, epsilon=float(name[len("tablediffusion-eps"):]), **options)
     if name.startswith("dpgan-eps"):
         return DPGAN(epochs=epochs, epsilon=float(name[len("dpgan-eps"):]), **options)
     return classes[name](epochs=epochs, **options)
@@ -176,15 +189,23 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
         if name in results["models"]:
             print(f"[quality {dataset}] {name}: kept from the previous run (--resume)", flush=True)
             continue
-        epochs = max(1, int(round(EPOCHS[name] * scale))) if not quick else 2
-        # California has a numeric target: CGAN conditions on its one categorical column.
-        options = {"condition_column": "ocean_proximity"} if name == "cgan" and dataset == "california" else {}
+        if EPOCHS[name] is None:
+            epochs = None
+        else:
+            epochs = max(1, int(round(EPOCHS[name] * scale))) if not quick else 2
+        options = {}
+        if name == "cgan" and dataset == "california":
+            options = {"condition_column": "ocean_proximity"}  # numeric target: condition on its categorical column
+        if name == "tabddpm" and quick:
+            options = {"steps": 100}
         model = _model(name, epochs, **options)
         load, cpu, t0 = _load(), time.process_time(), time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(train, target=target, progress=False)
         fit_s = time.perf_counter() - t0
+        if epochs is None and "steps" in info_of(model):
+            epochs = f"{info_of(model)['steps']} steps"
         t1 = time.perf_counter()
         synthetic = model.sample(len(train), seed=1)
         sample_s = time.perf_counter() - t1
@@ -194,7 +215,7 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
         r = report.to_dict()
         util = r.get("utility") or {}
         metric = util.get("metric")
-        info = model.fit_info
+        info = info_of(model)
         entry = {
             "epochs": epochs, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 2),
             "epoch_seconds": info.get("epoch_seconds"), "fit_cpu_seconds": round(time.process_time() - cpu, 1),
@@ -217,6 +238,10 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
     return results
 
 
+def info_of(model) -> dict:
+    return getattr(model, "fit_info", None) or {}
+
+
 def markdown_table(quality: dict) -> str:
     lines = ["| model | epochs | utility synthetic (real) | shape | trend | detection AUC | DCR median "
              "(holdout) | closer to train | s/epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -226,7 +251,7 @@ def markdown_table(quality: dict) -> str:
         lines.append(f"| {name} | {e['epochs']} | {fmt(e['utility_synthetic'])} ({fmt(e['utility_real'])}) "
                      f"| {fmt(e['shape'])} | {fmt(e['trend'])} | {fmt(e['detection_auc'])} "
                      f"| {fmt(d.get('dcr_median'))} ({fmt(d.get('dcr_holdout_median'))}) "
-                     f"| {fmt(d.get('closer_to_train_share'))} | {e['epoch_seconds']} |")
+                     f"| {fmt(d.get('closer_to_train_share'))} | {e.get('epoch_seconds') or 'n/a'} |")
     return "\n".join(lines)
 
 

@@ -4,9 +4,9 @@ Each categorical block ``b`` has its own number of categories ``K_b``; the forwa
 ``q(x_t | x_0) = Cat(alpha_bar_t x_0 + (1 - alpha_bar_t) / K_b)``. Distributions over all blocks
 are *flat* log-probability vectors ``[*batch, D]`` (``D = sum K_b``), in the layout of the
 denoiser's one-hot input and logit output (:func:`tabdiff_jax.table.to_onehot`); samples are
-integer codes ``[*batch, B]``. Per-block reductions use static indices of the :class:`BlockSpec`
-(a max over a padded gather, a sum as a product with the block-indicator matrix), so there is no
-Python loop over blocks and the element-wise work is on ``D`` entries, not ``B * K_max``.
+integer codes ``[*batch, B]``. Per-block reductions and broadcasts work on the blocks' static
+slices of the flat vector (unrolled when the function is traced: no gather, which XLA runs slowly
+on CPUs), and the element-wise work is on ``D`` entries, not ``B * K_max``.
 
 Impossible categories have log-probability :data:`NEG`, a large finite negative number whose
 ``exp`` is exactly 0 in float32: unlike ``-inf`` it keeps ``0 * (NEG - NEG)`` and the gradients
@@ -117,9 +117,16 @@ def log1mexp(a: jax.Array) -> jax.Array:
     return jnp.where(near_zero, jnp.log(-jnp.expm1(a1)), jnp.log1p(-jnp.exp(a2)))
 
 
+def _slices(spec: BlockSpec):
+    return zip(spec.offsets.tolist(), spec.sizes)
+
+
 def expand(per_block: jax.Array, spec: BlockSpec) -> jax.Array:
     """``[*batch, B]`` -> ``[*batch, D]``: each block's value at each of its positions."""
-    return jnp.take(per_block, spec.position_block, axis=-1)
+    if not spec.sizes:
+        return jnp.zeros(per_block.shape[:-1] + (0,), per_block.dtype)
+    return jnp.concatenate([jnp.broadcast_to(per_block[..., b:b + 1], per_block.shape[:-1] + (k,))
+                            for b, k in enumerate(spec.sizes)], axis=-1)
 
 
 def to_padded(flat: jax.Array, spec: BlockSpec, fill: float = NEG) -> jax.Array:
@@ -127,14 +134,20 @@ def to_padded(flat: jax.Array, spec: BlockSpec, fill: float = NEG) -> jax.Array:
     return jnp.where(spec.mask, jnp.take(flat, spec.gather_index, axis=-1), jnp.asarray(fill, flat.dtype))
 
 
+def _per_block(reduce, x: jax.Array, spec: BlockSpec) -> jax.Array:
+    if not spec.sizes:
+        return jnp.zeros(x.shape[:-1] + (0,), x.dtype)
+    return jnp.stack([reduce(x[..., start:start + k], axis=-1) for start, k in _slices(spec)], axis=-1)
+
+
 def block_max(x: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Per-block maximum ``[*batch, B]`` (the clamped gather repeats real entries, so no mask)."""
-    return jnp.max(jnp.take(x, spec.gather_index, axis=-1), axis=-1)
+    """Per-block maximum ``[*batch, D] -> [*batch, B]``."""
+    return _per_block(jnp.max, x, spec)
 
 
 def block_sum(x: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Per-block sum ``[*batch, D] -> [*batch, B]`` (full float32 precision on every backend)."""
-    return jnp.matmul(x, spec.block_matrix, precision=jax.lax.Precision.HIGHEST)
+    """Per-block sum ``[*batch, D] -> [*batch, B]`` (exact float32 sums)."""
+    return _per_block(jnp.sum, x, spec)
 
 
 def block_logsumexp(x: jax.Array, spec: BlockSpec) -> jax.Array:

@@ -11,6 +11,10 @@ The generator update (:func:`tabdiff_jax.gan.train.make_generator_update`) reads
 The number of private steps of a run is ``epochs * steps_per_epoch * n_critic``; the noise
 multiplier is calibrated to the target ``(epsilon, delta)`` for that many steps
 (:func:`tabdiff_jax.privacy.plan_privacy`).
+
+Data parallelism (``mesh=``): the padded Poisson batch and its generated partners are split by rows
+over the devices; the capacity is rounded up to a multiple of the device count (a larger capacity
+only makes truncation rarer; ``q`` and the expected batch size, hence the accounting, are unchanged).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.train import GANConfig, make_generate_fn
 from tabdiff_jax.privacy import PrivacyPlan, TrainState, make_private_step, poisson_sample
+from tabdiff_jax.sharding import constrain_rows
 from tabdiff_jax.table import TableLayout
 
 
@@ -36,6 +41,11 @@ def check_private_config(config: GANConfig, *, conditional: bool, dropout: float
         raise ConfigError("conditional must be None for DPGAN: training-by-sampling reads the private category counts")
     if dropout:
         raise ConfigError("dropout must be 0 for DPGAN's critic")
+
+
+def private_capacity(plan: PrivacyPlan, mesh=None) -> int:
+    """The plan's padded batch capacity rounded up to a multiple of the mesh's device count."""
+    return plan.capacity if mesh is None else -(-plan.capacity // mesh.size) * mesh.size
 
 
 def make_critic_example_loss(loss: str):
@@ -54,7 +64,7 @@ def make_critic_example_loss(loss: str):
 
 def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
                                critic_tx: optax.GradientTransformation, *, plan: PrivacyPlan, num_rows: int,
-                               l2_clip: float, method: str = "ghost"):
+                               l2_clip: float, method: str = "ghost", mesh=None):
     """DP-SGD critic update with the signature of :func:`tabdiff_jax.gan.train.make_critic_update`.
 
     Args:
@@ -62,21 +72,24 @@ def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config:
       num_rows: rows of the private table (static).
       l2_clip: per-example clipping norm.
       method: ``"ghost"`` (book-keeping clipping) or ``"vmap"``.
+      mesh: a ``data`` mesh to split the batch's rows over, or ``None``.
 
     Metrics: ``critic_loss``, ``grad_norm`` (mean per-example norm before clipping),
     ``clipped_fraction``, ``batch_size`` (realised Poisson batch).
     """
-    generate = make_generate_fn(gen_def, layout, config)
+    capacity = private_capacity(plan, mesh)
+    generate = make_generate_fn(gen_def, layout, config, mesh)
     private = make_private_step(make_critic_example_loss(config.loss), critic_tx, l2_clip=l2_clip,
                                 noise_multiplier=plan.noise_multiplier, expected_batch_size=plan.expected_batch_size,
-                                method=method, graphdef=critic_def, jit=False)
+                                method=method, graphdef=critic_def, jit=False, mesh=mesh)
 
     def critic_update(critic_params, critic_opt, gen_params, data, sampler, key):
         del sampler
         k_batch, k_gen, k_step = jax.random.split(key, 3)
-        batch = poisson_sample(k_batch, num_rows, plan.sampling_rate, plan.capacity)
-        _, fake = generate(gen_params, k_gen, plan.capacity)
-        inputs = {"real": jnp.take(data, batch.indices, axis=0), "fake": jax.lax.stop_gradient(fake)}
+        batch = poisson_sample(k_batch, num_rows, plan.sampling_rate, capacity)
+        _, fake = generate(gen_params, k_gen, capacity)
+        inputs = {"real": constrain_rows(jnp.take(data, batch.indices, axis=0), mesh),
+                  "fake": jax.lax.stop_gradient(fake)}
         state, m = private.step(TrainState(critic_params, critic_opt, jnp.zeros((), jnp.int32)), inputs,
                                 batch.mask, k_step)
         params = state.params

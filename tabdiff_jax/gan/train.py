@@ -13,6 +13,13 @@ An epoch is ``steps_per_epoch`` generator updates, each after ``n_critic`` criti
 (CTGAN's definition; real rows drawn with replacement, or by training-by-sampling when a
 :class:`~tabdiff_jax.gan.conditional.ConditionSampler` is given). The critic update is pluggable
 (``critic_update=``) so that DP-GAN can swap in the privacy module's DP-SGD step.
+
+Data parallelism (``mesh=``, a ``data`` mesh from :func:`tabdiff_jax.sharding.auto_mesh`): every
+batch of rows (real rows, generator noise, conditions, generated rows) is split by rows over the
+devices, parameters and optimiser states stay replicated, and XLA all-reduces the gradients. The
+batch must be a multiple of ``pac`` times the device count (each device then holds whole packs).
+The random numbers are drawn from the same keys with the same shapes, so the result equals the
+single-device computation up to float rounding.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.nets import NUMERIC_ACTIVATIONS, Critic, Generator, activate, apply
+from tabdiff_jax.sharding import check_divisible, constrain_rows
 from tabdiff_jax.table import TableLayout
 
 PyTree = Any
@@ -133,32 +141,41 @@ def make_conditions(sampler: cond_lib.ConditionSampler, block_id: jax.Array, cat
 
 
 def draw_conditions(sampler: Optional[cond_lib.ConditionSampler], key: jax.Array, batch: int,
-                    training: bool = True) -> Optional[Conditions]:
-    """Conditions for a batch (``None`` without a sampler)."""
+                    training: bool = True, mesh=None) -> Optional[Conditions]:
+    """Conditions for a batch (``None`` without a sampler); split by rows over ``mesh`` if given."""
     if sampler is None:
         return None
-    return make_conditions(sampler, *cond_lib.sample_condition(sampler, key, batch, training=training))
+    return constrain_rows(make_conditions(sampler, *cond_lib.sample_condition(sampler, key, batch, training=training)),
+                          mesh)
 
 
-def make_generate_fn(gen_def, layout: TableLayout, config: GANConfig):
+def check_batch(config: GANConfig, mesh) -> None:
+    """ConfigError unless whole packs of ``config.batch_size`` split evenly over ``mesh``."""
+    if mesh is not None:
+        check_divisible(config.batch_size // config.pac, mesh, name="batch_size / pac")
+
+
+def make_generate_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None):
     """``generate(gen_params, key, batch, conditions=None, sampler=None, hard=False, impose=None) -> (raw, rows)``.
 
     ``raw`` are the generator outputs ``[batch, dense_dim]``, ``rows`` the activated rows (soft
     Gumbel-softmax blocks, or hard one-hot with ``hard=True``). With ``impose`` (default:
-    ``config.impose_condition``) the conditioned block of ``rows`` is set to the condition.
+    ``config.impose_condition``) the conditioned block of ``rows`` is set to the condition. With a
+    ``mesh`` the rows are split over its devices (``batch`` must be a multiple of its size).
     """
 
     def generate(gen_params, key, batch: int, conditions: Optional[Conditions] = None,
                  sampler: Optional[cond_lib.ConditionSampler] = None, hard: bool = False,
                  impose: Optional[bool] = None):
         k_noise, k_gumbel = jax.random.split(key)
-        z = jax.random.normal(k_noise, (batch, config.noise_dim), jnp.float32)
+        z = constrain_rows(jax.random.normal(k_noise, (batch, config.noise_dim), jnp.float32), mesh)
+        conditions = constrain_rows(conditions, mesh)
         raw = apply(gen_def, gen_params, z, None if conditions is None else conditions.index)
         rows = activate(raw, layout, k_gumbel, numeric_activation=config.numeric_activation, tau=config.tau, hard=hard)
         impose = config.impose_condition if impose is None else impose
         if conditions is not None and impose:
             rows = cond_lib.impose_condition(sampler, rows, conditions.block_id, conditions.category)
-        return raw, rows
+        return constrain_rows((raw, rows), mesh)
 
     return generate
 
@@ -167,13 +184,13 @@ def _with_condition(rows: jax.Array, conditions: Optional[Conditions]) -> jax.Ar
     return rows if conditions is None else jnp.concatenate([rows, conditions.vector], axis=-1)
 
 
-def _real_rows(data, sampler, conditions, key, batch):
+def _real_rows(data, sampler, conditions, key, batch, mesh=None):
     if conditions is None:
-        return data[jax.random.randint(key, (batch,), 0, data.shape[0])]
-    return data[cond_lib.sample_rows(sampler, key, conditions.block_id, conditions.category)]
+        return constrain_rows(data[jax.random.randint(key, (batch,), 0, data.shape[0])], mesh)
+    return constrain_rows(data[cond_lib.sample_rows(sampler, key, conditions.block_id, conditions.category)], mesh)
 
 
-def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTransformation):
+def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTransformation, mesh=None):
     """``step(critic, critic_opt, real, fake, conditions, key) -> (critic, critic_opt, metrics)``."""
 
     def loss_fn(critic_params, real, fake, conditions, key):
@@ -191,6 +208,7 @@ def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTr
         return loss, metrics
 
     def step(critic_params, critic_opt, real, fake, conditions, key):
+        real, fake, conditions = constrain_rows((real, fake, conditions), mesh)
         grads, metrics = jax.grad(loss_fn, has_aux=True)(critic_params, real, jax.lax.stop_gradient(fake),
                                                          conditions, key)
         updates, critic_opt = critic_tx.update(grads, critic_opt, critic_params)
@@ -203,16 +221,17 @@ def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTr
 
 
 def make_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
-                       critic_tx: optax.GradientTransformation):
+                       critic_tx: optax.GradientTransformation, *, mesh=None):
     """Critic update ``(critic, critic_opt, generator, data, sampler, key) -> (critic, critic_opt, metrics)``
-    on a fresh batch of real and generated rows."""
-    generate = make_generate_fn(gen_def, layout, config)
-    step = _make_critic_step(critic_def, config, critic_tx)
+    on a fresh batch of real and generated rows (split by rows over ``mesh`` if given)."""
+    check_batch(config, mesh)
+    generate = make_generate_fn(gen_def, layout, config, mesh)
+    step = _make_critic_step(critic_def, config, critic_tx, mesh)
 
     def critic_update(critic_params, critic_opt, gen_params, data, sampler, key):
         k_cond, k_rows, k_gen, k_loss = jax.random.split(key, 4)
-        conditions = draw_conditions(sampler, k_cond, config.batch_size)
-        real = _real_rows(data, sampler, conditions, k_rows, config.batch_size)
+        conditions = draw_conditions(sampler, k_cond, config.batch_size, mesh=mesh)
+        real = _real_rows(data, sampler, conditions, k_rows, config.batch_size, mesh)
         _, fake = generate(gen_params, k_gen, config.batch_size, conditions, sampler)
         return step(critic_params, critic_opt, real, fake, conditions, k_loss)
 
@@ -237,17 +256,19 @@ def _make_generator_loss(critic_def, config: GANConfig):
 
 
 def make_generator_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
-                          generator_tx: optax.GradientTransformation):
+                          generator_tx: optax.GradientTransformation, *, mesh=None):
     """Generator update ``(generator, generator_opt, critic, sampler, key) -> (generator, generator_opt, metrics)``.
 
-    Touches no training row: under DP-GAN it is post-processing of the private critic.
+    Touches no training row: under DP-GAN it is post-processing of the private critic. With a
+    ``mesh`` the generated batch is split by rows over its devices.
     """
-    generate = make_generate_fn(gen_def, layout, config)
+    check_batch(config, mesh)
+    generate = make_generate_fn(gen_def, layout, config, mesh)
     output_loss = _make_generator_loss(critic_def, config)
 
     def loss_fn(gen_params, critic_params, sampler, key):
         k_cond, k_gen, k_drop = jax.random.split(key, 3)
-        conditions = draw_conditions(sampler, k_cond, config.batch_size)
+        conditions = draw_conditions(sampler, k_cond, config.batch_size, mesh=mesh)
         raw, fake = generate(gen_params, k_gen, config.batch_size, conditions, sampler)
         return output_loss(raw, fake, critic_params, conditions, sampler, k_drop)
 
@@ -261,7 +282,7 @@ def make_generator_update(gen_def, critic_def, layout: TableLayout, config: GANC
 
 def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
                   generator_tx: optax.GradientTransformation, critic_tx: optax.GradientTransformation, *,
-                  steps_per_epoch: int, critic_update: Optional[Callable] = None):
+                  steps_per_epoch: int, critic_update: Optional[Callable] = None, mesh=None):
     """One epoch as a compiled scan: ``epoch(state, data, sampler, key) -> (state, metrics)``.
 
     Each of the ``steps_per_epoch`` steps makes ``config.n_critic`` critic updates and one
@@ -274,6 +295,8 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
       critic_update: replaces the non-private critic update (the signature of
         :func:`make_critic_update`'s result), e.g. a DP-SGD step; every critic update then draws
         its own generated rows and the generator update its own batch.
+      mesh: a ``data`` mesh to split every batch's rows over (parameters replicated), or ``None``;
+        ``batch_size / pac`` must then be a multiple of its size.
 
     Returns:
       A pure function; ``data`` is ``[n, layout.dense_dim]``, ``sampler`` a
@@ -282,10 +305,10 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
     if steps_per_epoch < 1:
         raise ConfigError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     shared = critic_update is None
-    critic_update = critic_update or make_critic_update(gen_def, critic_def, layout, config, critic_tx)
-    generator_update = make_generator_update(gen_def, critic_def, layout, config, generator_tx)
-    generate = make_generate_fn(gen_def, layout, config)
-    critic_step = _make_critic_step(critic_def, config, critic_tx)
+    critic_update = critic_update or make_critic_update(gen_def, critic_def, layout, config, critic_tx, mesh=mesh)
+    generator_update = make_generator_update(gen_def, critic_def, layout, config, generator_tx, mesh=mesh)
+    generate = make_generate_fn(gen_def, layout, config, mesh)
+    critic_step = _make_critic_step(critic_def, config, critic_tx, mesh)
     output_loss = _make_generator_loss(critic_def, config)
     batch = config.batch_size
 
@@ -302,9 +325,9 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
         critic_params, critic_opt, pre = state.critic, state.critic_opt, None
         if config.n_critic > 1:
             (critic_params, critic_opt), pre = critic_updates(state, data, sampler, k_pre, config.n_critic - 1)
-        conditions = draw_conditions(sampler, k_cond, batch)
+        conditions = draw_conditions(sampler, k_cond, batch, mesh=mesh)
         (raw, fake), pullback = jax.vjp(lambda g: generate(g, k_gen, batch, conditions, sampler), state.generator)
-        real = _real_rows(data, sampler, conditions, k_rows, batch)
+        real = _real_rows(data, sampler, conditions, k_rows, batch, mesh)
         critic_params, critic_opt, critic_metrics = critic_step(critic_params, critic_opt, real, fake, conditions,
                                                                 k_critic)
         if pre is not None:  # mean over all n_critic updates
@@ -335,14 +358,16 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
     return epoch
 
 
-def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig):
+def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None):
     """``sample(gen_params, sampler, key, batch, block_id=None, category=None) -> rows [batch, dense_dim]``.
 
     Hard one-hot blocks (Gumbel-max, an exact draw from each block's softmax). Conditions are
     drawn from the empirical frequencies unless ``block_id`` / ``category`` (``[batch]``) fix
-    them, in which case the conditioned block is set to the requested category.
+    them, in which case the conditioned block is set to the requested category. With a ``mesh``
+    the rows are split over its devices (``batch`` a multiple of its size); the values do not
+    depend on it, and row ``i`` does not depend on ``batch`` (JAX's draws are prefix-consistent).
     """
-    generate = make_generate_fn(gen_def, layout, config)
+    generate = make_generate_fn(gen_def, layout, config, mesh)
 
     def sample(gen_params, sampler, key, batch: int, block_id=None, category=None):
         k_cond, k_gen = jax.random.split(key)
@@ -350,7 +375,7 @@ def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig):
             _, rows = generate(gen_params, k_gen, batch, hard=True)
             return rows
         if block_id is None:
-            conditions, impose = draw_conditions(sampler, k_cond, batch, training=False), None
+            conditions, impose = draw_conditions(sampler, k_cond, batch, training=False, mesh=mesh), None
         else:
             conditions, impose = make_conditions(sampler, block_id, category), True
         _, rows = generate(gen_params, k_gen, batch, conditions, sampler, hard=True, impose=impose)

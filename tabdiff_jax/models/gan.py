@@ -16,6 +16,15 @@ the ``ctgan`` package counts them), compiled as one ``lax.scan``.
 
 ``sample(n, condition={"col": "value"})`` (CGAN, and any model with a conditional vector) sets
 that value in every row: the generator is conditioned on it and the column's block is set.
+
+Data parallelism over all local devices (:func:`tabdiff_jax.sharding.auto_mesh`): every batch is
+split by rows over the devices, parameters replicated. The batch is rounded down to a multiple of
+``pac`` times the device count (an epoch still counts ``n // batch_size`` updates of the requested
+``batch_size``; a table too small for that trains on one device). DPGAN's privacy plan uses the
+requested batch size, so ``q``, the step count and the accounting do not depend on the device
+count. Sampling splits each chunk's rows over the devices (each chunk padded to a multiple of the
+device count and trimmed: JAX's draws are prefix-consistent, so the same seed gives the same rows
+whatever the device count).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, mak
                                     tree_to_arrays)
 from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
 from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.sharding import auto_mesh, replicate
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
 from tabdiff_jax.training import run_training
 
@@ -119,9 +129,19 @@ class GANSynthesizer(Synthesizer):
         return batch
 
     # ---------------------------------------------------------------------------- fitting
-    def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps):
+    def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps, *,
+                       expected_batch, mesh=None):
         """``(critic_update, stop_fn, on_log)`` of a private run; the base class is not private."""
         return None, None, None
+
+    @staticmethod
+    def _data_parallel(batch: int, pac: int):
+        """``(mesh, batch)``: the data mesh and the batch rounded down to whole packs per device, or
+        ``(None, batch)`` on one device or when the batch is too small to split."""
+        mesh = auto_mesh()
+        if mesh is None or batch < pac * mesh.size:
+            return None, batch
+        return mesh, batch - batch % (pac * mesh.size)
 
     def _fit(self, df, encoded, key, *, run_dir, resume, progress, epochs=None, steps=None, batch_size=None):
         """``epochs`` / ``batch_size`` override the options for this fit; ``steps`` (generator updates,
@@ -130,7 +150,9 @@ class GANSynthesizer(Synthesizer):
         layout = encoded.layout
         data = to_dense(encoded)
         n = int(data.shape[0])
-        config = self._gan_config(self._batch_size(n, batch_size))
+        requested = self._batch_size(n, batch_size)
+        mesh, batch = self._data_parallel(requested, int(s["pac"]))  # data parallelism over local devices
+        config = self._gan_config(batch)
         blocks = self._condition_blocks(layout)
         sampler = None
         if blocks:
@@ -141,13 +163,15 @@ class GANSynthesizer(Synthesizer):
         k_init, k_train = jax.random.split(key)
         cond_dim = 0 if sampler is None else sampler.cond_dim
         gen_def, critic_def, gen_tx, critic_tx, state = self._build(layout, config, cond_dim, k_init)
-        steps_per_epoch = max(n // config.batch_size, 1)
+        steps_per_epoch = max(n // requested, 1)
         num_epochs = epochs_from(s["epochs"], epochs, steps, steps_per_epoch)
         steps = steps_per_epoch
         critic_update, stop_fn, on_log = self._private_setup(gen_def, critic_def, layout, config, critic_tx, n,
-                                                             num_epochs * steps * config.n_critic)
+                                                             num_epochs * steps * config.n_critic,
+                                                             expected_batch=requested, mesh=mesh)
         epoch = jax.jit(make_epoch_fn(gen_def, critic_def, layout, config, gen_tx, critic_tx, steps_per_epoch=steps,
-                                      critic_update=critic_update), donate_argnums=0)
+                                      critic_update=critic_update, mesh=mesh), donate_argnums=0)
+        data, sampler, state = replicate((data, sampler, state), mesh)
         timer = EpochTimer(lambda st, k: epoch(st, data, sampler, k))
         state, history = run_training(timer, state, num_steps=num_epochs,
                                       key=k_train, run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
@@ -176,9 +200,11 @@ class GANSynthesizer(Synthesizer):
 
     def _sample(self, n, key, *, condition: Optional[dict] = None, batch_size: int = 4096):
         layout, sampler = self._layout, self._sampler_arrays
+        mesh = auto_mesh()  # rows of each chunk split over all local devices
         if getattr(self, "_sample_fn", None) is None:
-            self._sample_fn = jax.jit(make_sample_fn(self._gen_def, layout, self._config), static_argnums=3)
+            self._sample_fn = jax.jit(make_sample_fn(self._gen_def, layout, self._config, mesh), static_argnums=3)
         chunk = min(int(batch_size), n)
+        padded = chunk if mesh is None else -(-chunk // mesh.size) * mesh.size  # split evenly, then trimmed
         fixed = (None, None)
         if condition:
             if sampler is None:
@@ -187,8 +213,8 @@ class GANSynthesizer(Synthesizer):
             if len(condition) != 1:
                 raise ConfigError(f"condition: give exactly one column, got {list(condition)}")
             (column, value), = condition.items()
-            fixed = cond_lib.fixed_condition(sampler, layout, column, self._category_code(column, value), chunk)
-        rows = [self._sample_fn(self._generator, sampler, jax.random.fold_in(key, i), chunk, *fixed)
+            fixed = cond_lib.fixed_condition(sampler, layout, column, self._category_code(column, value), padded)
+        rows = [self._sample_fn(self._generator, sampler, jax.random.fold_in(key, i), padded, *fixed)[:chunk]
                 for i in range(-(-n // chunk))]
         rows = jnp.concatenate(rows, axis=0)[:n]
         return self.preprocessor.decode(from_dense(rows, layout))
@@ -286,10 +312,11 @@ class DPGAN(GANSynthesizer):
                              dropout=float(s["dropout"]))
         check_epsilon(s["epsilon"])
 
-    def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps):
+    def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps, *,
+                       expected_batch, mesh=None):
         import warnings
 
-        from tabdiff_jax.gan.private import make_private_critic_update
+        from tabdiff_jax.gan.private import make_private_critic_update, private_capacity
         from tabdiff_jax.privacy import BudgetTracker, plan_privacy
 
         s = self.settings
@@ -302,12 +329,13 @@ class DPGAN(GANSynthesizer):
         if critic_steps == 0:  # nothing trained, nothing spent (an untrained baseline)
             self._plan = self._tracker = None
             return None, None, None
-        plan = plan_privacy(n, config.batch_size, float(s["epsilon"]), float(s["delta"]), steps=critic_steps,
+        # the requested batch, not the one rounded for the devices: the accounting ignores the device count
+        plan = plan_privacy(n, expected_batch, float(s["epsilon"]), float(s["delta"]), steps=critic_steps,
                             accountant=s["accountant"])
         tracker = BudgetTracker(plan.target_epsilon, plan.accountant_delta, noise_multiplier=plan.noise_multiplier,
                                 sampling_rate=plan.sampling_rate, accountant=plan.accountant)
-        self._plan, self._tracker = plan, tracker
-        per_epoch = max(n // config.batch_size, 1) * config.n_critic
+        self._plan, self._tracker, self._capacity = plan, tracker, private_capacity(plan, mesh)
+        per_epoch = max(n // expected_batch, 1) * config.n_critic
 
         def stop_fn(epoch, state=None):
             return (epoch + 1) * per_epoch > tracker.max_steps
@@ -316,7 +344,7 @@ class DPGAN(GANSynthesizer):
             return {"eps": f"{tracker.epsilon_spent(epoch * per_epoch):.3g}"}
 
         update = make_private_critic_update(gen_def, critic_def, layout, config, critic_tx, plan=plan, num_rows=n,
-                                            l2_clip=float(s["l2_clip"]), method=s["dp_method"])
+                                            l2_clip=float(s["l2_clip"]), method=s["dp_method"], mesh=mesh)
         return update, stop_fn, on_log
 
     def _privacy_info(self, critic_steps: int) -> dict:
@@ -330,4 +358,4 @@ class DPGAN(GANSynthesizer):
                             "l2_clip": float(self.settings["l2_clip"]), "private_steps": critic_steps,
                             "planned_steps": plan.steps, "accountant": plan.accountant,
                             "accountant_delta": plan.accountant_delta, "truncation_delta": plan.truncation_delta,
-                            "batch_capacity": plan.capacity, "learned_from_data": self._leaked}}
+                            "batch_capacity": self._capacity, "learned_from_data": self._leaked}}

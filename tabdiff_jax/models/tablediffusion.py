@@ -15,6 +15,15 @@ to the next lower level (``x_{t-1} = x0_hat + sqrt(beta_{t-1}) z``).
 
 Pure core: :class:`TableDiffusionNet`, :func:`make_loss`, :func:`make_sampler`; the estimator
 :class:`TableDiffusion` wraps them with the shared preprocessor, the privacy plan and the loop.
+
+Data parallelism over all local devices (:func:`tabdiff_jax.sharding.auto_mesh`): the padded
+Poisson batch is split by rows over the devices (DP-SGD clips per row, the noise is added once to
+the all-reduced sum), its capacity rounded up to a multiple of the device count (the sampling rate
+and the expected batch size, hence the privacy accounting, are unchanged, and a larger capacity
+only lowers the truncation probability that the plan bounds). Sampling splits each chunk's rows
+over the devices; each chunk is padded to a multiple of the device count and trimmed, and JAX's
+random draws are prefix-consistent (row ``i`` of a draw does not depend on the number of rows), so
+the same seed gives the same rows whatever the device count.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from tabdiff_jax.privacy import (
 )
 from tabdiff_jax.privacy.preprocessing import audit_preprocessing
 from tabdiff_jax.schedules import tablediffusion_betas
+from tabdiff_jax.sharding import auto_mesh, constrain_rows, replicate
 from tabdiff_jax.table import EncodedTable, TableLayout, from_dense, split_onehot, to_dense
 from tabdiff_jax.training import run_training
 
@@ -116,22 +126,31 @@ def make_loss(num_timesteps: int, time_conditioning: bool = True):
     return loss_fn
 
 
-def make_sampler(graphdef, num_timesteps: int, data_dim: int, time_conditioning: bool = True):
-    """``sample(params, key, n) -> [n, d]`` dense rows (``n`` static), denoising top level first."""
+def _round_up(value: int, mesh) -> int:
+    """``value`` rounded up to a multiple of the mesh's device count (unchanged without a mesh)."""
+    return value if mesh is None else -(-int(value) // mesh.size) * mesh.size
+
+
+def make_sampler(graphdef, num_timesteps: int, data_dim: int, time_conditioning: bool = True, mesh=None):
+    """``sample(params, key, n) -> [n, d]`` dense rows (``n`` static), denoising top level first.
+
+    With a ``mesh`` the rows are split over its devices (``n`` must be a multiple of its size);
+    the values do not depend on it.
+    """
     scales = [float(s) for s in np.sqrt(tablediffusion_betas(num_timesteps))]
 
     def sample(params, key, n):
         model = nnx.merge(graphdef, params)
         keys = jax.random.split(key, num_timesteps + 1)
         # Start at the top level: the data's unit-scale part plus that level's noise.
-        x = math.sqrt(1.0 + scales[-1] ** 2) * jax.random.normal(keys[0], (n, data_dim))
+        x = constrain_rows(math.sqrt(1.0 + scales[-1] ** 2) * jax.random.normal(keys[0], (n, data_dim)), mesh)
         x0 = x
         for t in reversed(range(num_timesteps)):
             eps = model(_with_condition(x, jnp.float32(scales[t]), time_conditioning))
             x0 = x - scales[t] * eps
             if t > 0:
-                x = x0 + scales[t - 1] * jax.random.normal(keys[t + 1], x.shape)
-        return x0
+                x = constrain_rows(x0 + scales[t - 1] * jax.random.normal(keys[t + 1], x.shape), mesh)
+        return constrain_rows(x0, mesh)
 
     return sample
 
@@ -226,22 +245,23 @@ class TableDiffusion(Synthesizer):
         loss_fn = make_loss(s["num_timesteps"], s["time_conditioning"])
         private = s["epsilon"] is not None
         info = {"private": private}
+        mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
         if private:
             info["preprocessing"] = audit_preprocessing(self.preprocessor, "TableDiffusion")
             plan = plan_privacy(n, batch, float(s["epsilon"]), float(s["delta"]), epochs=epochs, steps=steps,
                                 accountant=s["accountant"])
-            q, num_steps, capacity = plan.sampling_rate, plan.steps, plan.capacity
+            q, num_steps, capacity = plan.sampling_rate, plan.steps, _round_up(plan.capacity, mesh)
             dp = make_private_step(loss_fn, optimizer, l2_clip=s["l2_clip"], noise_multiplier=plan.noise_multiplier,
                                    expected_batch_size=plan.expected_batch_size, method=s["method"],
-                                   graphdef=self._graphdef, jit=False)
+                                   graphdef=self._graphdef, jit=False, mesh=mesh)
             tracker = BudgetTracker(plan.target_epsilon, plan.accountant_delta, noise_multiplier=plan.noise_multiplier,
                                     sampling_rate=q, accountant=s["accountant"])
             stop_fn = tracker.stop_fn
             on_log = lambda step, m: {"eps": f"{tracker.epsilon_spent(step):.3f}"}
         else:
             q, num_steps = steps_for_epochs(n, batch, epochs) if epochs is not None else (batch / n, int(steps))
-            capacity = poisson_capacity(n, q)
-            dp = make_nonprivate_step(loss_fn, optimizer, graphdef=self._graphdef, jit=False)
+            capacity = _round_up(poisson_capacity(n, q), mesh)
+            dp = make_nonprivate_step(loss_fn, optimizer, graphdef=self._graphdef, jit=False, mesh=mesh)
             stop_fn = on_log = None
 
         def train_step(state, step_key, rows):
@@ -252,7 +272,8 @@ class TableDiffusion(Synthesizer):
             return (train_state, truncated + (pb.overflow > 0).astype(jnp.int32)), {**metrics, "overflow": pb.overflow}
 
         jitted = jax.jit(train_step, donate_argnums=0)
-        state = (dp.init(params), jnp.zeros((), jnp.int32))
+        data = replicate(data, mesh)  # every device gathers its rows of the batch locally
+        state = replicate((dp.init(params), jnp.zeros((), jnp.int32)), mesh)
         state, history = run_training(lambda st, k: jitted(st, k, data), state, num_steps=num_steps, key=k_train,
                                       run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
                                       progress=progress, desc="TableDiffusion", stop_fn=stop_fn, on_log=on_log)
@@ -276,18 +297,20 @@ class TableDiffusion(Synthesizer):
         self.fit_info = info
 
     # ------------------------------------------------------------------------ sampling
-    def _sampler(self):
+    def _sampler(self, mesh=None):
         if getattr(self, "_sample_fn", None) is None:
             s = self.settings
             self._sample_fn = jax.jit(make_sampler(self._graphdef, s["num_timesteps"], self._data_dim,
-                                                   s["time_conditioning"]), static_argnums=2)
+                                                   s["time_conditioning"], mesh=mesh), static_argnums=2)
         return self._sample_fn
 
     def _sample(self, n, key, *, batch_size: int = 8192):
-        sample = self._sampler()
+        mesh = auto_mesh()  # rows of each chunk split over all local devices
+        sample = self._sampler(mesh)
         chunk = min(int(batch_size), n)
+        padded = _round_up(chunk, mesh)  # each chunk padded to split evenly, then trimmed (same rows)
         k_rows, k_cat = jax.random.split(key)
-        rows = [sample(self._params, jax.random.fold_in(k_rows, i), chunk) for i in range(-(-n // chunk))]
+        rows = [sample(self._params, jax.random.fold_in(k_rows, i), padded)[:chunk] for i in range(-(-n // chunk))]
         dense = jnp.concatenate(rows, axis=0)[:n]
         return self.preprocessor.decode(decode_categories(dense, self._layout, k_cat, self.settings["categorical"]))
 

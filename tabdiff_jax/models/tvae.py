@@ -14,6 +14,11 @@ the numeric output activation (tanh for min-max / mode-specific, identity otherw
 each categorical block its argmax (TVAE) or a draw from its softmax (``categorical="sample"``).
 
 An epoch is one ``lax.scan`` over ``n // batch_size`` batches of a fresh permutation.
+
+Data parallelism over all local devices (:func:`tabdiff_jax.sharding.auto_mesh`): each batch is split
+by rows over the devices (parameters replicated), the batch rounded down to a multiple of the device
+count; sampling splits each chunk's rows over the devices and gives the same rows for the same seed
+whatever the device count.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, mak
                                     tree_to_arrays)
 from tabdiff_jax.layers import Linear
 from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.sharding import auto_mesh, check_divisible, constrain_rows, replicate
 from tabdiff_jax.table import TableLayout, from_dense, split_onehot, to_dense
 from tabdiff_jax.training import run_training
 
@@ -104,13 +110,18 @@ def elbo_loss(x: jax.Array, x_hat: jax.Array, sigma: jax.Array, mu: jax.Array, l
 
 
 def make_tvae_epoch(enc_def, dec_def, layout: TableLayout, tx: optax.GradientTransformation, *, batch_size: int,
-                    steps_per_epoch: int, numeric_activation: str, loss_factor: float = 2.0):
-    """``epoch(state, data, key) -> (state, metrics)``: a scan over a permutation's batches."""
+                    steps_per_epoch: int, numeric_activation: str, loss_factor: float = 2.0, mesh=None):
+    """``epoch(state, data, key) -> (state, metrics)``: a scan over a permutation's batches.
+
+    With a ``mesh`` each batch is split by rows over its devices (``batch_size`` a multiple of its size).
+    """
+    check_divisible(batch_size, mesh)
 
     def loss_fn(params, batch, key):
         enc, dec = params
+        batch = constrain_rows(batch, mesh)
         mu, logvar = apply(enc_def, enc, batch)
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+        z = mu + jnp.exp(0.5 * logvar) * constrain_rows(jax.random.normal(key, mu.shape, mu.dtype), mesh)
         x_hat = apply(dec_def, dec, z)
         loss, terms = elbo_loss(batch, x_hat, dec["sigma"][...], mu, logvar, layout,
                                 numeric_activation=numeric_activation, loss_factor=loss_factor)
@@ -137,20 +148,25 @@ def make_tvae_epoch(enc_def, dec_def, layout: TableLayout, tx: optax.GradientTra
 
 
 def make_tvae_sample(dec_def, layout: TableLayout, *, latent_dim: int, numeric_activation: str,
-                     categorical: str = "argmax"):
-    """``sample(decoder, key, batch) -> rows [batch, dense_dim]`` with hard one-hot blocks."""
+                     categorical: str = "argmax", mesh=None):
+    """``sample(decoder, key, batch) -> rows [batch, dense_dim]`` with hard one-hot blocks.
+
+    With a ``mesh`` the rows are split over its devices (``batch`` a multiple of its size); the
+    values do not depend on it.
+    """
 
     def sample(dec, key, batch: int):
         k_z, k_num, k_cat = jax.random.split(key, 3)
-        x_hat = apply(dec_def, dec, jax.random.normal(k_z, (batch, latent_dim), jnp.float32))
+        z = constrain_rows(jax.random.normal(k_z, (batch, latent_dim), jnp.float32), mesh)
+        x_hat = apply(dec_def, dec, z)
         k = layout.num_numeric
         num = jnp.tanh(x_hat[:, :k]) if numeric_activation == "tanh" else x_hat[:, :k]
         num = num + dec["sigma"][...] * jax.random.normal(k_num, num.shape, num.dtype)
         if categorical == "sample":
             rows = activate(x_hat, layout, k_cat, numeric_activation="identity", hard=True)
-            return rows.at[:, :k].set(num)
+            return constrain_rows(rows.at[:, :k].set(num), mesh)
         blocks = [jax.nn.one_hot(jnp.argmax(b, -1), b.shape[-1]) for b in split_onehot(x_hat[:, k:], layout)]
-        return jnp.concatenate([num] + blocks, axis=-1)
+        return constrain_rows(jnp.concatenate([num] + blocks, axis=-1), mesh)
 
     return sample
 
@@ -207,6 +223,11 @@ class TVAE(Synthesizer):
         if batch < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
         steps_per_epoch = max(n // batch, 1)
+        mesh = auto_mesh()  # data parallelism over all local devices; None on one device
+        if mesh is not None and batch < mesh.size:
+            mesh = None  # too few rows to split
+        if mesh is not None:
+            batch -= batch % mesh.size
         num_epochs = epochs_from(s["epochs"], epochs, steps, steps_per_epoch)
         steps = steps_per_epoch
         k_init, k_train = jax.random.split(key)
@@ -215,7 +236,8 @@ class TVAE(Synthesizer):
         state = TVAEState(enc, dec, tx.init((enc, dec)), jnp.zeros((), jnp.int32))
         epoch = jax.jit(make_tvae_epoch(self._enc_def, self._dec_def, layout, tx, batch_size=batch,
                                         steps_per_epoch=steps, numeric_activation=self._numeric_activation,
-                                        loss_factor=float(s["loss_factor"])), donate_argnums=0)
+                                        loss_factor=float(s["loss_factor"]), mesh=mesh), donate_argnums=0)
+        data, state = replicate((data, state), mesh)
         timer = EpochTimer(lambda st, k: epoch(st, data, k))
         state, history = run_training(timer, state, num_steps=num_epochs, key=k_train,
                                       run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
@@ -227,16 +249,19 @@ class TVAE(Synthesizer):
 
     def _sample(self, n, key, *, batch_size: int = 4096):
         layout = self._layout
-        sample = self._sampler()
+        mesh = auto_mesh()  # rows of each chunk split over all local devices
+        sample = self._sampler(mesh)
         chunk = min(int(batch_size), n)
-        rows = [sample(self._decoder, jax.random.fold_in(key, i), chunk) for i in range(-(-n // chunk))]
+        padded = chunk if mesh is None else -(-chunk // mesh.size) * mesh.size  # split evenly, then trimmed
+        rows = [sample(self._decoder, jax.random.fold_in(key, i), padded)[:chunk] for i in range(-(-n // chunk))]
         rows = jnp.concatenate(rows, axis=0)[:n]
         return self.preprocessor.decode(from_dense(rows, layout))
 
-    def _sampler(self):
+    def _sampler(self, mesh=None):
         if getattr(self, "_sample_fn", None) is None:
             fn = make_tvae_sample(self._dec_def, self._layout, latent_dim=int(self.settings["latent_dim"]),
-                                  numeric_activation=self._numeric_activation, categorical=self.settings["categorical"])
+                                  numeric_activation=self._numeric_activation, categorical=self.settings["categorical"],
+                                  mesh=mesh)
             self._sample_fn = jax.jit(fn, static_argnums=2)
         return self._sample_fn
 

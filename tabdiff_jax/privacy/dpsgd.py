@@ -17,6 +17,13 @@ Two ways to get the clipped sum ``sum_i clip_C(grad_i)``:
 Then ``N(0, (sigma C)^2)`` noise once per step and division by the expected batch size ``q n``
 (:mod:`tabdiff_jax.privacy.noise`; see its note on noise keys for production runs).
 
+Data parallelism (``mesh=``, :mod:`tabdiff_jax.sharding`): the padded batch, its mask and the
+per-example keys are split by rows over the mesh's ``data`` axis; parameters stay replicated.
+Clipping is per row, so every device clips its own rows; the clipped sum is then all-reduced by
+XLA and the noise, drawn from the step's key on the replicated sum, is added once. The result is
+the single-device step (to float rounding), and the privacy accounting does not change: the
+capacity must be a multiple of the device count, but ``q`` and ``q n`` do not depend on it.
+
 Example:
   >>> graphdef, params = nnx.split(model, nnx.Param)
   >>> dp = make_private_step(loss_fn, optax.adam(1e-3), graphdef=graphdef, l2_clip=1.0,
@@ -37,6 +44,7 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.privacy.clipping import ClipStats, check_l2_clip, clip_factors, per_example_sq_norms
 from tabdiff_jax.privacy.ghost import ghost_clipped_sum
 from tabdiff_jax.privacy.noise import check_expected_batch_size, check_noise_multiplier, privatize
+from tabdiff_jax.sharding import check_divisible, constrain_rows
 
 PyTree = Any
 LossFn = Callable[[Any, PyTree, jax.Array], jax.Array]
@@ -151,7 +159,7 @@ def step_metrics(losses: jax.Array, stats: ClipStats, mask: jax.Array) -> dict:
 def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, l2_clip: float,
                       noise_multiplier: float, expected_batch_size: float, method: str = "ghost",
                       graphdef=None, static_state: tuple = (), microbatch_size: Optional[int] = None,
-                      jit: bool = True) -> PrivateStep:
+                      jit: bool = True, mesh=None) -> PrivateStep:
     """Build DP-SGD's ``init`` and jitted ``step(state, batch, mask, key) -> (state, metrics)``.
 
     Args:
@@ -166,6 +174,8 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
       static_state: NNX states merged with ``params`` but not trained.
       microbatch_size: vmap only; bounds the memory of per-example gradients.
       jit: return the step jitted (default) or as a plain function (to embed it in a larger jit).
+      mesh: a ``data`` mesh (:func:`tabdiff_jax.sharding.auto_mesh`) to split the batch's rows over,
+        or ``None``; the batch capacity must then be a multiple of the mesh size.
 
     Returns:
       A :class:`PrivateStep`. ``step`` draws per-example loss keys and the noise key from ``key``
@@ -190,6 +200,8 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
     def step(state: TrainState, batch, mask, key):
         loss_key, noise_key = jax.random.split(key)
         keys = jax.random.split(loss_key, mask.shape[0])
+        check_divisible(int(mask.shape[0]), mesh, name="batch capacity")
+        batch, mask, keys = constrain_rows((batch, mask, keys), mesh)
         summed, stats, losses = clipped_grad_sum(
             loss_fn, state.params, batch, keys, mask, l2_clip=l2_clip, method=method, graphdef=graphdef,
             static_state=static_state, microbatch_size=microbatch_size)
@@ -203,7 +215,7 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
 
 
 def make_nonprivate_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, graphdef=None,
-                         static_state: tuple = (), jit: bool = True) -> PrivateStep:
+                         static_state: tuple = (), jit: bool = True, mesh=None) -> PrivateStep:
     """The same interface without privacy: gradient of the mean loss over the real rows.
 
     The baseline that the private step is timed against, and the step for ``epsilon=None`` runs.
@@ -220,6 +232,8 @@ def make_nonprivate_step(loss_fn: LossFn, optimizer: optax.GradientTransformatio
     def step(state: TrainState, batch, mask, key):
         loss_key, _ = jax.random.split(key)
         keys = jax.random.split(loss_key, mask.shape[0])
+        check_divisible(int(mask.shape[0]), mesh, name="batch capacity")
+        batch, mask, keys = constrain_rows((batch, mask, keys), mesh)
         loss, grads = jax.value_and_grad(mean_loss)(state.params, batch, keys, mask)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
