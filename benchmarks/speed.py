@@ -362,14 +362,21 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-_SPEED_WORDS = ("speedup", "ratio", "per_s", "per_second", "slowdown")
+_SPEED_WORDS = ("speedup", "ratio", "per_s", "per_second", "slowdown", "_over_")
 
 
 def _summaries(obj, path=()):
-    """``(path, value)`` of the markdown tables and speed figures of a merged file (lists not entered)."""
+    """``(path, value)`` of the markdown tables and speed figures of a merged file.
+
+    List items are named by their ``network`` / ``batch_size`` entries when they have them (dpsgd.json).
+    """
     if isinstance(obj, dict):
         for key, value in obj.items():
             yield from _summaries(value, path + (str(key),))
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            label = "/".join(f"{item[k]}" for k in ("network", "batch_size") if isinstance(item, dict) and k in item)
+            yield from _summaries(item, path + (label or str(i),))
     elif path and isinstance(obj, str) and path[-1] == "markdown":
         yield path, obj
     elif path and isinstance(obj, (int, float)) and not isinstance(obj, bool) \

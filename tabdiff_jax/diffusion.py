@@ -121,10 +121,11 @@ class TrainState(NamedTuple):
 
 
 def make_denoiser(config: DiffusionConfig, *, d_layers: Sequence[int] = DEFAULT_D_LAYERS,
-                  dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, rngs: nnx.Rngs) -> TabDDPMDenoiser:
-    """The TabDDPM MLP sized for ``config``."""
+                  dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, matmul_dtype: Optional[str] = None,
+                  rngs: nnx.Rngs) -> TabDDPMDenoiser:
+    """The TabDDPM MLP sized for ``config`` (``matmul_dtype="bfloat16"``: mixed-precision matmuls)."""
     return TabDDPMDenoiser(config.d_in, config.d_in, num_classes=config.num_classes, d_layers=d_layers,
-                           dim_t=dim_t, dropout_rate=dropout_rate, rngs=rngs)
+                           dim_t=dim_t, dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs)
 
 
 def denoiser_input(config: DiffusionConfig, x_num_t: jax.Array, x_cat_t: jax.Array) -> jax.Array:

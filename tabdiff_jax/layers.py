@@ -58,15 +58,23 @@ def _uniform(key, shape, bound, dtype=jnp.float32):
 class Linear(nnx.Module):
     """``y = x @ kernel + bias``; kernel ``[in_features, out_features]``."""
 
-    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True,
+                 matmul_dtype: Optional[str] = None):
         bound = 1.0 / math.sqrt(max(in_features, 1))
         self.in_features, self.out_features = in_features, out_features
+        # None: the matmul in the input's dtype; "bfloat16": operands cast to bfloat16, products
+        # accumulated and returned in float32 (mixed precision: the parameters stay float32)
+        self.matmul_dtype = None if matmul_dtype is None else str(jnp.dtype(matmul_dtype))
         self.kernel = nnx.Param(_uniform(rngs.params(), (in_features, out_features), bound))
         self.bias = nnx.Param(_uniform(rngs.params(), (out_features,), bound)) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
-        y = x @ kernel.astype(x.dtype) if x.dtype != kernel.dtype else x @ kernel
+        if self.matmul_dtype is not None:
+            low = jnp.dtype(self.matmul_dtype)
+            y = jnp.matmul(x.astype(low), kernel.astype(low), preferred_element_type=jnp.float32)
+        else:
+            y = x @ kernel.astype(x.dtype) if x.dtype != kernel.dtype else x @ kernel
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)
         tape = _ACTIVE_TAPE

@@ -125,3 +125,19 @@ def test_ema_update_closed_form():
     np.testing.assert_allclose(out["w"], 0.1, rtol=1e-6)
     out0 = dm.ema_update(ema, params, jnp.asarray(0), 0.999)  # warm-up: decay 1/10 at step 0
     np.testing.assert_allclose(out0["w"], 0.9, rtol=1e-6)
+
+
+def test_bfloat16_matmuls_track_float32_with_float32_parameters_and_gradients():
+    x = jax.random.normal(jax.random.key(0), (64, 12))
+    t = jnp.arange(64) % 10
+    full = TabDDPMDenoiser(12, 12, d_layers=(64, 64), dim_t=16, rngs=nnx.Rngs(3))
+    mixed = TabDDPMDenoiser(12, 12, d_layers=(64, 64), dim_t=16, matmul_dtype="bfloat16", rngs=nnx.Rngs(3))
+    g32, p32 = split_params(full)
+    g16, p16 = split_params(mixed)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(p16))  # parameters stay float32
+    y32, y16 = apply(g32, p32, x, t), apply(g16, p16, x, t)
+    assert y16.dtype == jnp.float32
+    err = float(jnp.max(jnp.abs(y16 - y32)) / jnp.max(jnp.abs(y32)))
+    assert 0 < err < 3e-2  # bfloat16 really is used (not bit-equal) and stays close (8-bit mantissa)
+    grads = jax.grad(lambda p: jnp.mean(apply(g16, p, x, t) ** 2))(p16)
+    assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

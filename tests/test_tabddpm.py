@@ -113,3 +113,16 @@ def test_toy_table_is_learned():
     # the dependence: categories d, e only occur in the positive mode, a, b only in the negative one
     assert (syn.x1[syn.cat.isin(["d", "e"])] > 0).mean() > 0.85
     assert (syn.x1[syn.cat.isin(["a", "b"])] < 0).mean() > 0.85
+
+
+def test_bfloat16_option_fits_samples_and_reloads(tmp_path):
+    df = _mixed(200, seed=2)
+    model = TabDDPM(**{**TINY, "steps": 10, "matmul_dtype": "bfloat16"}).fit(df, target="label", seed=0,
+                                                                            progress=False, run_dir=tmp_path / "r")
+    assert np.isfinite(model.fit_info["final_loss"]["loss"])
+    out = model.sample(40, seed=1)
+    assert len(out) == 40 and out.notna().all().all()
+    again = load(tmp_path / "r").sample(40, seed=1)
+    pd.testing.assert_frame_equal(out, again)
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        TabDDPM(matmul_dtype="float8")

@@ -10,8 +10,8 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
 
     steps, batch_size, lr, weight_decay, num_timesteps, schedule, d_layers, dim_t, dropout,
     ema_decay (None: no EMA), sample_with_ema, grad_clip, checkpoint_every, log_every,
-    num_sample_steps (None: all T ancestral steps), sample_batch_size, preprocessor (dict of
-    Preprocessor options)
+    num_sample_steps (None: all T ancestral steps), sample_batch_size, matmul_dtype (None or
+    "bfloat16": mixed-precision matmuls for accelerators), preprocessor (dict of Preprocessor options)
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ from tabdiff_jax.training import run_training
 TABDDPM_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, num_timesteps=100, schedule="cosine",
     d_layers=(256, 256), dim_t=128, dropout=0.0, ema_decay=None, sample_with_ema=True, grad_clip=None,
-    checkpoint_every=1000, log_every=50, num_sample_steps=None, sample_batch_size=8192, preprocessor=None,
+    checkpoint_every=1000, log_every=50, num_sample_steps=None, sample_batch_size=8192, matmul_dtype=None,
+    preprocessor=None,
 )
 
 
@@ -99,6 +100,8 @@ class TabDDPM(Synthesizer):
         if not 0.0 <= float(s["dropout"]) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
         dm.DiffusionConfig(num_numeric=1, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])  # validates
+        if s["matmul_dtype"] not in (None, "bfloat16", "float32"):
+            raise ConfigError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {s['matmul_dtype']!r}")
         super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
         self._postprocess = None
 
@@ -109,7 +112,8 @@ class TabDDPM(Synthesizer):
         config = dm.DiffusionConfig.from_layout(layout, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         model = dm.make_denoiser(config, d_layers=tuple(s["d_layers"]), dim_t=int(s["dim_t"]),
-                                 dropout_rate=float(s["dropout"]), rngs=nnx.Rngs(seed))
+                                 dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"],
+                                 rngs=nnx.Rngs(seed))
         graphdef, params = split_params(model)
         self._layout, self._config, self._graphdef = layout, config, graphdef
         return config, graphdef, params
