@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import resource
-import time
 import warnings
 from pathlib import Path
 
@@ -36,16 +35,10 @@ from tabdiff_jax.evaluate.fidelity import fidelity_scores
 from tabdiff_jax.evaluate.sdmetrics_dcr import sdmetrics_dcr
 from tabdiff_jax.io import write_json
 
+from _timing import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-
-
-def timed(fn, *args, **kwargs):
-    load = os.getloadavg()[0]
-    cpu, wall = time.process_time(), time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
-                 "load_avg_1min": round(load, 2)}
 
 
 def metadata(columns):

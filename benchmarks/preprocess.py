@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 import warnings
 from pathlib import Path
 
@@ -24,21 +23,12 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.io import write_json
+
+from _timing import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from tabdiff_jax.preprocess import NUMERIC_TRANSFORMS, Preprocessor
-from tabdiff_jax.table import EncodedTable
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-
-
-def timed(fn, *args, **kwargs):
-    load = os.getloadavg()[0]
-    cpu, wall = time.process_time(), time.perf_counter()
-    out = fn(*args, **kwargs)
-    if isinstance(out, EncodedTable):  # jax dispatches asynchronously
-        jax.block_until_ready((out.numeric, out.categorical))
-    return out, {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
-                 "load_avg_1min": round(load, 2)}
 
 
 def bench_ours(df: pd.DataFrame, numeric: str, target: str) -> dict:

@@ -484,8 +484,9 @@ def main(argv=None) -> dict:
         print(f"\npeak RSS (MiB) while timing: {result['peak_rss_mib']}; load average {result['machine']['load_start']}"
               f" -> {result['machine']['load_end']}; wall {result['wall_s']} s")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        from tabdiff_jax.io import write_json
+
+        write_json(result, args.out)  # atomic: a killed run never leaves half a file
         if result.get("train") or result.get("sample"):
             plot(result, args.out.with_suffix(".png"))
     return result

@@ -17,30 +17,27 @@ from tabdiff_jax.errors import ConfigError, TabdiffError
 EXIT_USAGE = 2
 
 
-def _positive_int(flag: str):
-    def parse(value: str) -> int:
+def _positive(flag: str, cast, noun: str):
+    """An argparse type: ``cast(value)`` that must be > 0 and finite, else an error naming ``flag``."""
+
+    def parse(value: str):
         try:
-            v = int(value)
+            v = cast(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects a positive integer, got {value!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{flag} expects a positive integer, got {value!r}")
+            v = None
+        if v is None or not v > 0 or v == float("inf"):  # NaN fails "> 0"
+            raise argparse.ArgumentTypeError(f"{flag} expects a positive {noun}, got {value!r}")
         return v
 
     return parse
+
+
+def _positive_int(flag: str):
+    return _positive(flag, int, "integer")
 
 
 def _positive_float(flag: str):
-    def parse(value: str) -> float:
-        try:
-            v = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects a positive number, got {value!r}") from None
-        if not v > 0 or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{flag} expects a positive finite number, got {value!r}")
-        return v
-
-    return parse
+    return _positive(flag, float, "finite number")
 
 
 def build_parser() -> argparse.ArgumentParser:
