@@ -229,7 +229,7 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
         }
         if "epsilon" in info:
             entry.update(epsilon=info["epsilon"], delta=info["delta"], epsilon_spent=info["epsilon_spent"],
-                         noise_multiplier=info["privacy"]["noise_multiplier"])
+                         noise_multiplier=info.get("noise_multiplier", (info.get("privacy") or {}).get("noise_multiplier")))
         results["models"][name] = entry
         if save is not None:
             save(results)
