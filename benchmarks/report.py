@@ -121,11 +121,15 @@ def tabddpm_quality_section() -> list[str]:
            "T = 100, MLP 256-256)", "",
            "| data | metric | real | TabDDPM (ours) | paper real / TabDDPM | shape | DCR median (holdout) | fit (s) "
            "| passes |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name in ("adult", "california", "insurance", "abalone"):
-        e = q.get(name)
-        if not e:
-            continue
+    base = ("adult", "california", "insurance", "abalone")
+    tagged = sorted(k for k in q if k not in base and isinstance(q[k], dict) and "dataset" in q[k])
+    for name in [b for b in base if b in q] + tagged:
+        e = q[name]
         paper = e.get("paper_real_tabddpm") or ["-", "-"]
+        if name not in base:  # a run with other settings (--tag): say which
+            c = e.get("config", {})
+            name = (f"{e['dataset']} ({e['steps']:,} steps, batch {e['batch_size']:,}, T = {c.get('num_timesteps')}, "
+                    f"MLP {'-'.join(str(w) for w in c.get('d_layers', []))})")
         out.append(f"| {name} | {e['metric']} | {_f(e['real'])} | {_f(e['synthetic'])} | {paper[0]} / {paper[1]} | "
                    f"{_f(e['shape'])} | {_f(e['dcr_median'])} ({_f(e['dcr_holdout_median'])}) | "
                    f"{_f(e['fit_seconds'], 0)} | {'yes' if e.get('pass') else 'no'} |")

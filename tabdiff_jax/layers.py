@@ -70,11 +70,16 @@ class Linear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
+        # [..., d] inputs are multiplied as one [rows, d] matrix: XLA's CPU backend runs a 2-D matmul
+        # markedly faster than the same product with extra leading axes (TableDiffusion's [B, T, d])
+        rows = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
         if self.matmul_dtype is not None:
             low = jnp.dtype(self.matmul_dtype)
-            y = jnp.matmul(x.astype(low), kernel.astype(low), preferred_element_type=jnp.float32)
+            y = jnp.matmul(rows.astype(low), kernel.astype(low), preferred_element_type=jnp.float32)
         else:
-            y = x @ kernel.astype(x.dtype) if x.dtype != kernel.dtype else x @ kernel
+            y = rows @ kernel.astype(rows.dtype) if rows.dtype != kernel.dtype else rows @ kernel
+        if x.ndim > 2:
+            y = y.reshape(x.shape[:-1] + (y.shape[-1],))
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)
         tape = _ACTIVE_TAPE

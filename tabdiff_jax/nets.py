@@ -119,11 +119,23 @@ class TabDDPMDenoiser(nnx.Module):
         Returns:
           ``[n, d_out]``: predicted noise for the numbers, then the logits of each block.
         """
-        emb = self.time_out(jax.nn.silu(self.time_in(timestep_embedding(t, self.dim_t))))
+        emb = self.time_embedding(t)
         if self.label_embed is not None:
-            if y is None:
-                raise ConfigError("y is required: the denoiser was built with a class condition")
-            emb = emb + jax.nn.silu(self.label_embed(y))
+            emb = emb + self.label_embedding(y)
+        return self.trunk(x, emb, dropout_key=dropout_key)
+
+    def time_embedding(self, t: jax.Array) -> jax.Array:
+        """``[n or 1, dim_t]``: the sinusoidal embedding of ``t`` through the time MLP."""
+        return self.time_out(jax.nn.silu(self.time_in(timestep_embedding(t, self.dim_t))))
+
+    def label_embedding(self, y: Optional[jax.Array]) -> jax.Array:
+        """``[n, dim_t]``: ``silu`` of the label embedding (the sampler computes it once per chunk)."""
+        if y is None:
+            raise ConfigError("y is required: the denoiser was built with a class condition")
+        return jax.nn.silu(self.label_embed(y))
+
+    def trunk(self, x: jax.Array, emb: jax.Array, *, dropout_key: Optional[jax.Array] = None) -> jax.Array:
+        """``head(blocks(proj(x) + emb))``: everything after the conditioning."""
         h = self.proj(x) + emb
         keys = jax.random.split(dropout_key, len(self.blocks)) if dropout_key is not None else [None] * len(self.blocks)
         for layer, k in zip(self.blocks, keys):

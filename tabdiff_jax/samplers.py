@@ -29,12 +29,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from tabdiff_jax.sharding import auto_mesh, constrain_rows
 from tabdiff_jax import gaussian, multinomial
 from tabdiff_jax.diffusion import DiffusionConfig, TableBatch, denoiser_input
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.nets import apply
+from tabdiff_jax.sharding import auto_mesh, constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -81,9 +81,13 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
         uniform = jnp.minimum((jax.random.uniform(k_cat, (nb,)) * sizes).astype(jnp.int32), sizes - 1)
         return jax.random.normal(k_num, (d,)), uniform
 
+    lo = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+
     def row_noise(rk, i):
-        k_num, k_cat = jax.random.split(jax.random.fold_in(rk, i + 1))
-        return jax.random.normal(k_num, (d,)), jax.random.uniform(k_cat, (nb,))
+        # one draw per row and step: uniforms on (-1, 1); the first d become standard normals by the
+        # inverse CDF (as jax.random.normal does), the other nb uniforms on [0, 1) for the categories
+        u = jax.random.uniform(jax.random.fold_in(rk, i + 1), (d + nb,), minval=lo, maxval=1.0)
+        return jnp.sqrt(2.0) * jax.lax.erf_inv(u[:d]), 0.5 * (u[d:] + 1.0)
 
     def chunk(params, key, start, y, class_logits):
         row_keys = _row_keys(jax.random.fold_in(key, 0), start, chunk_size)
@@ -96,18 +100,26 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
         row_keys = constrain_rows(row_keys, mesh)
         x_num, x_cat = constrain_rows(jax.vmap(row_init)(row_keys), mesh)
 
+        model = nnx.merge(graphdef, params)
+        if hasattr(model, "trunk") and hasattr(model, "time_embedding"):  # the TabDDPM denoiser
+            # the label embedding does not change over the chain: computed once per chunk
+            label = model.label_embedding(y) if config.num_classes else 0.0
+            denoise = lambda x, t: model.trunk(x, model.time_embedding(t[None]) + label)
+        else:  # any module called as model(x, t, y)
+            denoise = lambda x, t: model(x, t[None], y)
+
         def body(carry, inp):
             x_num, x_cat = carry
             i, t, s = inp
-            t_b, s_b = jnp.full((chunk_size,), t), jnp.full((chunk_size,), s)
-            # one timestep for the whole chunk: the time embedding is computed once and broadcast
-            out = apply(graphdef, params, denoiser_input(config, x_num, x_cat), t[None], y)
+            # one timestep for the whole chunk: the time embedding and the schedule's coefficients are
+            # computed once (scalars) and broadcast
+            out = denoise(denoiser_input(config, x_num, x_cat), t)
             eps, logits = out[:, :d], out[:, d:]
             noise, uniform = jax.vmap(row_noise, (0, None))(row_keys, i)
             if ancestral:
-                x_num = gaussian.p_sample(schedule, x_num, t_b, eps, noise, variance, clip_x0)
+                x_num = gaussian.p_sample(schedule, x_num, t, eps, noise, variance, clip_x0)
             else:
-                x_num = gaussian.ddim_step(schedule, x_num, t_b, s_b, eps, noise, eta, clip_x0)
+                x_num = gaussian.ddim_step(schedule, x_num, t, s, eps, noise, eta, clip_x0)
             if nb:  # in probability space, one uniform per block (the same law as the log-space posterior)
                 probs = multinomial.posterior_probs(schedule, logits, x_cat, t, spec, None if ancestral else s)
                 x_cat = multinomial.draw_categorical(probs, uniform)
