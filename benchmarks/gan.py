@@ -203,9 +203,10 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(train, target=target, progress=False)
-        fit_s = time.perf_counter() - t0
-        if epochs is None and "steps" in info_of(model):
-            epochs = f"{info_of(model)['steps']} steps"
+        fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - cpu
+        info = model.fit_info
+        if epochs is None and "steps" in info:
+            epochs = f"{info['steps']} steps"
         t1 = time.perf_counter()
         synthetic = model.sample(len(train), seed=1)
         sample_s = time.perf_counter() - t1
@@ -215,10 +216,9 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
         r = report.to_dict()
         util = r.get("utility") or {}
         metric = util.get("metric")
-        info = info_of(model)
         entry = {
             "epochs": epochs, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 2),
-            "epoch_seconds": info.get("epoch_seconds"), "fit_cpu_seconds": round(time.process_time() - cpu, 1),
+            "epoch_seconds": info.get("epoch_seconds"), "fit_cpu_seconds": round(fit_cpu, 1),
             "load_avg_1min": load, "utility_metric": metric,
             "utility_real": (util.get("real") or {}).get(metric),
             "utility_synthetic": (util.get("synthetic") or {}).get(metric),
@@ -236,10 +236,6 @@ def bench_quality(dataset: str, models: list[str], scale: float, quick: bool, do
         summary = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "dcr")
         print(f"[quality {dataset}] {name}: {summary}", flush=True)
     return results
-
-
-def info_of(model) -> dict:
-    return getattr(model, "fit_info", None) or {}
 
 
 def markdown_table(quality: dict) -> str:

@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from speed import speed_table  # benchmarks/ is on sys.path when this runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- figures:begin (benchmarks/report.py) -->", "<!-- figures:end -->"
@@ -43,19 +45,8 @@ def speed_section() -> list[str]:
     out = ["### TabDDPM vs the PyTorch reference (`benchmarks/speed.py`)", "",
            "Same architecture and weights, Adult's encoding (6 numbers, 8 categorical blocks, 102 categories, "
            "class-conditional); the PyTorch side is eager with a Python loop over timesteps, as the original. "
-           f"Ours and PyTorch alternate in one run ({_load_note(m.get('load_start'), m.get('load_end'))}).", "",
-           "| task | MLP | T | batch | ours | PyTorch | speed-up (wall) | speed-up (CPU time) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in s.get("train", []) + s.get("sample", []):
-        unit = "steps/s" if r["task"] == "train" else "rows/s"
-        out.append(f"| {r['task']} {unit} | {r['net']} | {r['T']} | {r['batch']:,} | {r['ours_per_s']:,.1f} | "
-                   f"{r['torch_per_s']:,.1f} | {r['speedup']:.2f}x | {r['speedup_cpu_time']:.2f}x |")
-    mil = s.get("million")
-    if mil:
-        out += ["", f"{mil['rows']:,} Adult rows sampled and decoded to a DataFrame (T = {mil['T']}, {mil['net']} MLP, "
-                f"chunks of {mil['chunk_size']:,}): {mil['total_s']:.0f} s ({mil['rows_per_s']:,.0f} rows/s), "
-                f"peak RSS {mil['peak_rss_mib'] / 1024:.2f} GiB."]
-    return out + [""]
+           f"Ours and PyTorch alternate in one run ({_load_note(m.get('load_start'), m.get('load_end'))}).", ""]
+    return out + speed_table(s) + [""]
 
 
 def dpsgd_section() -> list[str]:

@@ -338,7 +338,8 @@ def merged_results() -> dict:
     return found
 
 
-def markdown(result: dict) -> str:
+def speed_table(result: dict) -> list[str]:
+    """The markdown table of the train / sample cases and the 1,000,000-row line (also used by report.py)."""
     lines = []
     rows = result.get("train", []) + result.get("sample", [])
     if rows:
@@ -354,6 +355,11 @@ def markdown(result: dict) -> str:
         lines += ["", f"{m['rows']:,} Adult rows (T = {m['T']}, {m['net']}, chunks of {m['chunk_size']:,}) sampled "
                   f"and decoded to a DataFrame: {m['total_s']:.0f} s ({m['rows_per_s']:,.0f} rows/s), peak RSS "
                   f"{m['peak_rss_mib'] / 1024:.2f} GiB (load average {m['load_before']} -> {m['load_after']})."]
+    return lines
+
+
+def markdown(result: dict) -> str:
+    lines = speed_table(result)
     for name, content in result.get("merged", {}).items():
         lines += ["", f"From {name}:"]
         for path, value in _summaries(content):

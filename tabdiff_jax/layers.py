@@ -86,6 +86,16 @@ class Linear(nnx.Module):
         return tape.linear(self, x, y) if tape is not None else y
 
 
+def linear_stack(in_features: int, widths, *, rngs: nnx.Rngs) -> tuple[nnx.List, int]:
+    """``Linear`` layers of the given ``widths``, each feeding the next: ``(layers, last width)``
+    (``in_features`` when ``widths`` is empty). The caller chooses the activation between them."""
+    layers, dim = [], int(in_features)
+    for width in widths:
+        layers.append(Linear(dim, int(width), rngs=rngs))
+        dim = int(width)
+    return nnx.List(layers), dim
+
+
 class LayerNorm(nnx.Module):
     """Layer normalisation over the last axis with an elementwise affine map (never mixes examples)."""
 

@@ -77,11 +77,6 @@ class BlockSpec:
         return np.repeat(np.arange(self.num_blocks), self.sizes).astype(np.int32)
 
     @functools.cached_property
-    def position_category(self) -> np.ndarray:
-        """Category (within its block) of each flat position, int32 ``[D]``."""
-        return (np.arange(self.onehot_dim) - self.offsets[self.position_block]).astype(np.int32)
-
-    @functools.cached_property
     def log_sizes(self) -> np.ndarray:
         """``log K_b`` per block, float32 ``[B]``."""
         return np.log(np.asarray(self.sizes, np.float64)).astype(np.float32)
@@ -90,11 +85,6 @@ class BlockSpec:
     def log_sizes_flat(self) -> np.ndarray:
         """``log K_b`` at every flat position of block ``b``, float32 ``[D]``."""
         return self.log_sizes[self.position_block]
-
-    @functools.cached_property
-    def block_matrix(self) -> np.ndarray:
-        """Block indicator ``M[d, b] = 1`` iff position ``d`` is in block ``b``, float32 ``[D, B]``."""
-        return (self.position_block[:, None] == np.arange(self.num_blocks)[None, :]).astype(np.float32)
 
     @functools.cached_property
     def gather_index(self) -> np.ndarray:
@@ -280,7 +270,7 @@ def posterior_probs(
     col = lambda v: jnp.broadcast_to(v, batch)[..., None].astype(logits.dtype)
     a, one_m_a, abar_s, one_m_abar_s = col(a), col(one_m_a), col(abar_s), col(one_m_abar_s)
     out = []
-    for b, (start, k) in enumerate(zip(spec.offsets.tolist(), spec.sizes)):
+    for b, (start, k) in enumerate(_slices(spec)):
         prior = abar_s * jax.nn.softmax(logits[..., start:start + k], axis=-1) + one_m_abar_s / k
         hit = codes_t[..., b:b + 1] == jnp.arange(k, dtype=codes_t.dtype)
         out.append(prior * jnp.where(hit, a + one_m_a / k, one_m_a / k))

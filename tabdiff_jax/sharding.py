@@ -53,6 +53,11 @@ def check_divisible(batch_size: int, mesh: Optional[Mesh], name: str = "batch_si
         raise ConfigError(f"{name}={batch_size} must be a multiple of the {mesh.size} devices of the data mesh")
 
 
+def round_up(value: int, mesh: Optional[Mesh]) -> int:
+    """``value`` rounded up to a multiple of the mesh's device count (unchanged without a mesh)."""
+    return int(value) if mesh is None else -(-int(value) // mesh.size) * mesh.size
+
+
 def constrain_rows(tree: Any, mesh: Optional[Mesh]) -> Any:
     """Inside jit: ask for every array leaf of ``tree`` to be split by rows over ``mesh``.
 

@@ -26,7 +26,7 @@ from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan.blocks import block_softmax
-from tabdiff_jax.layers import Embed, LayerNorm, Linear
+from tabdiff_jax.layers import Embed, LayerNorm, Linear, linear_stack
 from tabdiff_jax.table import TableLayout, split_onehot
 
 NUMERIC_ACTIVATIONS = ("tanh", "identity")
@@ -113,11 +113,7 @@ class Critic(nnx.Module):
                  dropout: float = 0.0, rngs: nnx.Rngs):
         self.pac, self.dropout = int(pac), float(dropout)
         self.row_features = int(in_features)
-        layers, dim = [], int(in_features) * self.pac
-        for width in hidden_dims:
-            layers.append(Linear(dim, int(width), rngs=rngs))
-            dim = int(width)
-        self.hidden = nnx.List(layers)
+        self.hidden, dim = linear_stack(int(in_features) * self.pac, hidden_dims, rngs=rngs)
         self.out = Linear(dim, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array, dropout_key: Optional[jax.Array] = None) -> jax.Array:

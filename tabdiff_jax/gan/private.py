@@ -27,7 +27,7 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.train import GANConfig, make_generate_fn
 from tabdiff_jax.privacy import PrivacyPlan, TrainState, make_private_step, poisson_sample
-from tabdiff_jax.sharding import constrain_rows
+from tabdiff_jax.sharding import constrain_rows, round_up
 from tabdiff_jax.table import TableLayout
 
 
@@ -45,7 +45,7 @@ def check_private_config(config: GANConfig, *, conditional: bool, dropout: float
 
 def private_capacity(plan: PrivacyPlan, mesh=None) -> int:
     """The plan's padded batch capacity rounded up to a multiple of the mesh's device count."""
-    return plan.capacity if mesh is None else -(-plan.capacity // mesh.size) * mesh.size
+    return round_up(plan.capacity, mesh)
 
 
 def make_critic_example_loss(loss: str):

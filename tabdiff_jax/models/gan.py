@@ -43,7 +43,7 @@ from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, mak
                                     tree_to_arrays)
 from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, replicate
+from tabdiff_jax.sharding import auto_mesh, replicate, round_up
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
 from tabdiff_jax.training import run_training
 
@@ -204,7 +204,7 @@ class GANSynthesizer(Synthesizer):
         if getattr(self, "_sample_fn", None) is None:
             self._sample_fn = jax.jit(make_sample_fn(self._gen_def, layout, self._config, mesh), static_argnums=3)
         chunk = min(int(batch_size), n)
-        padded = chunk if mesh is None else -(-chunk // mesh.size) * mesh.size  # split evenly, then trimmed
+        padded = round_up(chunk, mesh)  # split evenly, then trimmed
         fixed = (None, None)
         if condition:
             if sampler is None:

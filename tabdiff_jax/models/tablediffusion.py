@@ -53,7 +53,7 @@ from tabdiff_jax.privacy import (
 )
 from tabdiff_jax.privacy.preprocessing import audit_preprocessing
 from tabdiff_jax.schedules import tablediffusion_betas
-from tabdiff_jax.sharding import auto_mesh, constrain_rows, replicate
+from tabdiff_jax.sharding import auto_mesh, constrain_rows, replicate, round_up
 from tabdiff_jax.table import EncodedTable, TableLayout, from_dense, split_onehot, to_dense
 from tabdiff_jax.training import run_training
 
@@ -124,11 +124,6 @@ def make_loss(num_timesteps: int, time_conditioning: bool = True):
         return jnp.mean(jnp.square(pred - eps), axis=(1, 2))
 
     return loss_fn
-
-
-def _round_up(value: int, mesh) -> int:
-    """``value`` rounded up to a multiple of the mesh's device count (unchanged without a mesh)."""
-    return value if mesh is None else -(-int(value) // mesh.size) * mesh.size
 
 
 def make_sampler(graphdef, num_timesteps: int, data_dim: int, time_conditioning: bool = True, mesh=None):
@@ -250,7 +245,7 @@ class TableDiffusion(Synthesizer):
             info["preprocessing"] = audit_preprocessing(self.preprocessor, "TableDiffusion")
             plan = plan_privacy(n, batch, float(s["epsilon"]), float(s["delta"]), epochs=epochs, steps=steps,
                                 accountant=s["accountant"])
-            q, num_steps, capacity = plan.sampling_rate, plan.steps, _round_up(plan.capacity, mesh)
+            q, num_steps, capacity = plan.sampling_rate, plan.steps, round_up(plan.capacity, mesh)
             dp = make_private_step(loss_fn, optimizer, l2_clip=s["l2_clip"], noise_multiplier=plan.noise_multiplier,
                                    expected_batch_size=plan.expected_batch_size, method=s["method"],
                                    graphdef=self._graphdef, jit=False, mesh=mesh)
@@ -260,7 +255,7 @@ class TableDiffusion(Synthesizer):
             on_log = lambda step, m: {"eps": f"{tracker.epsilon_spent(step):.3f}"}
         else:
             q, num_steps = steps_for_epochs(n, batch, epochs) if epochs is not None else (batch / n, int(steps))
-            capacity = _round_up(poisson_capacity(n, q), mesh)
+            capacity = round_up(poisson_capacity(n, q), mesh)
             dp = make_nonprivate_step(loss_fn, optimizer, graphdef=self._graphdef, jit=False, mesh=mesh)
             stop_fn = on_log = None
 
@@ -308,7 +303,7 @@ class TableDiffusion(Synthesizer):
         mesh = auto_mesh()  # rows of each chunk split over all local devices
         sample = self._sampler(mesh)
         chunk = min(int(batch_size), n)
-        padded = _round_up(chunk, mesh)  # each chunk padded to split evenly, then trimmed (same rows)
+        padded = round_up(chunk, mesh)  # each chunk padded to split evenly, then trimmed (same rows)
         k_rows, k_cat = jax.random.split(key)
         rows = [sample(self._params, jax.random.fold_in(k_rows, i), padded)[:chunk] for i in range(-(-n // chunk))]
         dense = jnp.concatenate(rows, axis=0)[:n]

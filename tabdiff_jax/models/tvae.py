@@ -36,9 +36,9 @@ from tabdiff_jax.gan.blocks import block_cross_entropy
 from tabdiff_jax.gan.nets import activate, apply, numeric_activation_for
 from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, make_optimizer, resolve_config,
                                     tree_to_arrays)
-from tabdiff_jax.layers import Linear
+from tabdiff_jax.layers import Linear, linear_stack
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, check_divisible, constrain_rows, replicate
+from tabdiff_jax.sharding import auto_mesh, check_divisible, constrain_rows, replicate, round_up
 from tabdiff_jax.table import TableLayout, from_dense, split_onehot, to_dense
 from tabdiff_jax.training import run_training
 
@@ -49,11 +49,7 @@ class Encoder(nnx.Module):
     """``x [batch, data_dim] -> (mu, logvar)``, each ``[batch, latent_dim]``."""
 
     def __init__(self, data_dim: int, hidden_dims: Sequence[int], latent_dim: int, *, rngs: nnx.Rngs):
-        layers, dim = [], int(data_dim)
-        for width in hidden_dims:
-            layers.append(Linear(dim, int(width), rngs=rngs))
-            dim = int(width)
-        self.hidden = nnx.List(layers)
+        self.hidden, dim = linear_stack(data_dim, hidden_dims, rngs=rngs)
         self.mu = Linear(dim, int(latent_dim), rngs=rngs)
         self.logvar = Linear(dim, int(latent_dim), rngs=rngs)
 
@@ -68,11 +64,7 @@ class Decoder(nnx.Module):
 
     def __init__(self, latent_dim: int, hidden_dims: Sequence[int], data_dim: int, num_numeric: int, *,
                  rngs: nnx.Rngs):
-        layers, dim = [], int(latent_dim)
-        for width in hidden_dims:
-            layers.append(Linear(dim, int(width), rngs=rngs))
-            dim = int(width)
-        self.hidden = nnx.List(layers)
+        self.hidden, dim = linear_stack(latent_dim, hidden_dims, rngs=rngs)
         self.out = Linear(dim, int(data_dim), rngs=rngs)
         self.sigma = nnx.Param(jnp.full((int(num_numeric),), 0.1, jnp.float32))
 
@@ -252,7 +244,7 @@ class TVAE(Synthesizer):
         mesh = auto_mesh()  # rows of each chunk split over all local devices
         sample = self._sampler(mesh)
         chunk = min(int(batch_size), n)
-        padded = chunk if mesh is None else -(-chunk // mesh.size) * mesh.size  # split evenly, then trimmed
+        padded = round_up(chunk, mesh)  # split evenly, then trimmed
         rows = [sample(self._decoder, jax.random.fold_in(key, i), padded)[:chunk] for i in range(-(-n // chunk))]
         rows = jnp.concatenate(rows, axis=0)[:n]
         return self.preprocessor.decode(from_dense(rows, layout))
