@@ -277,6 +277,12 @@ def posterior_probs(
     return out
 
 
+# blocks of at most this many categories are drawn with a running sum over their static columns
+# (XLA fuses it into one loop; its cumsum is a log-depth scan of many small ops on a CPU); larger
+# ones, or tables with more categories in all than UNROLL_TOTAL, use cumsum (bounded compile time)
+UNROLL_BLOCK, UNROLL_TOTAL = 64, 1024
+
+
 def draw_categorical(probs: list[jax.Array], u: jax.Array) -> jax.Array:
     """Inverse-CDF draw from unnormalised per-block probabilities with one uniform per block.
 
@@ -288,11 +294,21 @@ def draw_categorical(probs: list[jax.Array], u: jax.Array) -> jax.Array:
       codes ``[*batch, B]`` int32: block ``b`` takes the first ``k`` whose cumulative mass exceeds
       ``u_b`` times the total (categories of mass 0 are never drawn).
     """
+    unroll = sum(p.shape[-1] for p in probs) <= UNROLL_TOTAL
     codes = []
     for b, p in enumerate(probs):
-        c = jnp.cumsum(p, axis=-1)
-        code = jnp.sum(c <= u[..., b:b + 1] * c[..., -1:], axis=-1)
-        codes.append(jnp.minimum(code, p.shape[-1] - 1))
+        k = p.shape[-1]
+        if unroll and k <= UNROLL_BLOCK:
+            mass = [p[..., 0]]
+            for j in range(1, k):
+                mass.append(mass[-1] + p[..., j])
+            threshold = u[..., b] * mass[-1]  # the running total itself, as cumsum's last entry
+            code = sum((m <= threshold).astype(jnp.int32) for m in mass[:-1]) if k > 1 \
+                else jnp.zeros(threshold.shape, jnp.int32)
+        else:
+            c = jnp.cumsum(p, axis=-1)
+            code = jnp.minimum(jnp.sum(c <= u[..., b:b + 1] * c[..., -1:], axis=-1), k - 1)
+        codes.append(code)
     return jnp.stack(codes, axis=-1).astype(jnp.int32)
 
 

@@ -12,7 +12,7 @@ the network is deterministic. Hand it to ``jax.jit`` / ``jax.grad`` as ``(graphd
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +141,33 @@ class TabDDPMDenoiser(nnx.Module):
         for layer, k in zip(self.blocks, keys):
             h = dropout(jax.nn.relu(layer(h)), self.dropout_rate, k)
         return self.head(h)
+
+
+    def conditioned(self, y: Optional[jax.Array] = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """``denoise(x, t)`` for fixed labels ``y`` and one timestep ``t`` (shape ``[]``) at a time: the sampler's form.
+
+        The same function as ``self(x, t[None], y)`` (to float rounding), arranged for a chain
+        of calls: the label embedding is computed once, and when it saves work the input
+        projection is folded into the first block (``relu((x Wp + bp + e) W1 + b1)`` =
+        ``relu(x (Wp W1) + (bp + e) W1 + b1)``: one ``d_in x w1`` product per call instead of
+        ``d_in x dim_t`` and ``dim_t x w1``).
+        """
+        label = self.label_embedding(y) if self.label_embed is not None else 0.0
+        first = self.blocks[0]
+        d_in, width = self.proj.in_features, first.out_features
+        if self.proj.matmul_dtype is not None or d_in * width >= self.dim_t * (d_in + width):
+            return lambda x, t: self.trunk(x, self.time_embedding(t[None]) + label)
+        w1 = first.kernel[...]
+        w_in = self.proj.kernel[...] @ w1  # [d_in, w1]
+        base = (self.proj.bias[...] + label) @ w1 + first.bias[...]  # [n or 1, w1], once per chain
+
+        def denoise(x, t):
+            h = jax.nn.relu(x @ w_in + base + self.time_embedding(t[None]) @ w1)
+            for layer in self.blocks[1:]:
+                h = jax.nn.relu(layer(h))
+            return self.head(h)
+
+        return denoise
 
 
 def split_params(model: nnx.Module) -> tuple[Any, dict]:

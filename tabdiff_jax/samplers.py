@@ -101,10 +101,8 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
         x_num, x_cat = constrain_rows(jax.vmap(row_init)(row_keys), mesh)
 
         model = nnx.merge(graphdef, params)
-        if hasattr(model, "trunk") and hasattr(model, "time_embedding"):  # the TabDDPM denoiser
-            # the label embedding does not change over the chain: computed once per chunk
-            label = model.label_embedding(y) if config.num_classes else 0.0
-            denoise = lambda x, t: model.trunk(x, model.time_embedding(t[None]) + label)
+        if hasattr(model, "conditioned"):  # the TabDDPM denoiser: label embedding once per chunk,
+            denoise = model.conditioned(y)  # input projection folded into the first block
         else:  # any module called as model(x, t, y)
             denoise = lambda x, t: model(x, t[None], y)
 

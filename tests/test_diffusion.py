@@ -64,6 +64,18 @@ def test_denoiser_dropout_and_label():
         apply(g, p, x, t)
 
 
+@pytest.mark.parametrize("d_in,num_classes,d_layers", [(20, 3, (64, 32)), (20, 0, (48,)), (300, 2, (256, 64))],
+                         ids=["folded-label", "folded-unconditional", "not-folded"])
+def test_conditioned_denoiser_equals_the_full_call(d_in, num_classes, d_layers):
+    """The sampler's form (label once, projection folded into the first block) = model(x, t, y)."""
+    m = TabDDPMDenoiser(d_in, 7, num_classes=num_classes, d_layers=d_layers, dim_t=32, rngs=nnx.Rngs(2))
+    x = jax.random.normal(jax.random.key(0), (6, d_in))
+    y = jnp.array([0, 1, 2, 0, 1, 2]) % num_classes if num_classes else None
+    denoise = m.conditioned(y)
+    for t in (0, 17, 999):
+        np.testing.assert_allclose(denoise(x, jnp.asarray(t)), m(x, jnp.asarray([t]), y), rtol=1e-5, atol=1e-5)
+
+
 def test_per_example_gradients_average_to_the_batch_gradient():
     g, p = _model()
     data = _toy(8)
