@@ -156,7 +156,7 @@ def loss_terms(config: DiffusionConfig, model_out, noise, x_cat, x_cat_t, t) -> 
 
 
 def per_example_losses(params, graphdef, x_num, x_cat, y, t, key, config: DiffusionConfig,
-                       *, with_terms: bool = False):
+                       *, with_terms: bool = False, time_table: bool = False):
     """Loss of each row of a batch for given timesteps: float32 ``[n]``.
 
     Args:
@@ -166,10 +166,13 @@ def per_example_losses(params, graphdef, x_num, x_cat, y, t, key, config: Diffus
       key: PRNG key for the forward noise (and dropout, if the denoiser has any).
       config: the diffusion config.
       with_terms: also return ``(loss_gauss, loss_multi)`` ``[n]`` each (``loss_multi`` unweighted).
+      time_table: embed the ``T`` timesteps once when the batch has more rows than ``T``
+        (:func:`tabdiff_jax.nets.apply`); the mean-loss gradient only, not per-example ones.
     """
     k_noise, k_drop = jax.random.split(key)
     x_num_t, x_cat_t, noise = forward_noise(config, x_num, x_cat, t, k_noise)
-    out = apply(graphdef, params, denoiser_input(config, x_num_t, x_cat_t), t, y, dropout_key=k_drop)
+    out = apply(graphdef, params, denoiser_input(config, x_num_t, x_cat_t), t, y, dropout_key=k_drop,
+                num_timesteps=config.num_timesteps if time_table else None)
     loss_gauss, loss_multi = loss_terms(config, out, noise, x_cat, x_cat_t, t)
     loss = loss_gauss + config.weight * loss_multi
     return (loss, (loss_gauss, loss_multi)) if with_terms else loss
@@ -196,7 +199,7 @@ def batch_loss(params, graphdef, batch: TableBatch, key, config: DiffusionConfig
     n = batch.x_num.shape[0]
     t = jax.random.randint(k_t, (n,), 0, config.num_timesteps)
     loss, (lg, lm) = per_example_losses(params, graphdef, batch.x_num, batch.x_cat, batch.y, t, k_loss, config,
-                                        with_terms=True)
+                                        with_terms=True, time_table=True)
     loss = jnp.mean(loss)
     return loss, {"loss": loss, "loss_gauss": jnp.mean(lg), "loss_multi": jnp.mean(lm)}
 

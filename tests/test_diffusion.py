@@ -76,6 +76,20 @@ def test_conditioned_denoiser_equals_the_full_call(d_in, num_classes, d_layers):
         np.testing.assert_allclose(denoise(x, jnp.asarray(t)), m(x, jnp.asarray([t]), y), rtol=1e-5, atol=1e-5)
 
 
+def test_time_table_gives_the_same_outputs_and_gradients():
+    """Embedding the T timesteps once and looking rows up = embedding each row's timestep."""
+    m = TabDDPMDenoiser(10, 10, num_classes=2, d_layers=(32, 32), dim_t=16, rngs=nnx.Rngs(4))
+    g, p = split_params(m)
+    x = jax.random.normal(jax.random.key(0), (40, 10))
+    t = jax.random.randint(jax.random.key(1), (40,), 0, 25)
+    y = jnp.arange(40) % 2
+    loss = lambda p, T: jnp.sum(apply(g, p, x, t, y, num_timesteps=T) ** 2)
+    np.testing.assert_allclose(apply(g, p, x, t, y, num_timesteps=25), apply(g, p, x, t, y), rtol=1e-5, atol=1e-6)
+    g_table, g_rows = jax.grad(loss)(p, 25), jax.grad(loss)(p, None)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_table, g_rows)
+    assert not np.allclose(g_table["time_in"]["kernel"], 0.0)  # the gradient reaches the time MLP
+
+
 def test_per_example_gradients_average_to_the_batch_gradient():
     g, p = _model()
     data = _toy(8)

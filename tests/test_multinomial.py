@@ -120,6 +120,29 @@ def test_vb_terms_zero_for_perfect_prediction_and_nll_at_t0():
             np.testing.assert_allclose(nll[i, b], -np.log(post[c] / post.sum()), rtol=1e-4, atol=1e-6)
 
 
+def test_vb_terms_equal_the_flat_posterior_composition():
+    """The per-block training loss = KL of the flat log-space posteriors (and the flat L_0), values and gradients."""
+    schedule = make_schedule(1000, "cosine")
+    spec = mn.BlockSpec((9, 16, 7, 2, 42, 1))
+    n = 64
+    codes0 = jnp.stack([jax.random.randint(jax.random.key(i), (n,), 0, k) for i, k in enumerate(spec.sizes)], 1)
+    t = jax.random.randint(jax.random.key(7), (n,), 0, 1000).at[:6].set(jnp.array([0, 0, 1, 2, 998, 999]))
+    codes_t = mn.q_sample(jax.random.key(8), schedule, codes0, t, spec)
+    logits = 4.0 * jax.random.normal(jax.random.key(9), (n, spec.onehot_dim))
+
+    def flat(logits):
+        log_true = mn.q_posterior(schedule, mn.log_onehot(codes0, spec), codes_t, t, spec)
+        log_model = mn.p_posterior(schedule, logits, codes_t, t, spec)
+        nll = -mn.log_likelihood(codes0, log_model, spec)
+        return jnp.where((t == 0)[:, None], nll, mn.kl(log_true, log_model, spec))
+
+    blocks = lambda lg: mn.vb_terms(schedule, lg, codes0, codes_t, t, spec)
+    np.testing.assert_allclose(jax.jit(blocks)(logits), jax.jit(flat)(logits), rtol=1e-5, atol=1e-6)
+    g_blocks = jax.jit(jax.grad(lambda lg: jnp.sum(blocks(lg))))(logits)
+    g_flat = jax.jit(jax.grad(lambda lg: jnp.sum(flat(lg))))(logits)
+    np.testing.assert_allclose(g_blocks, g_flat, rtol=1e-4, atol=1e-6)
+
+
 def _check_freq(codes, probs):
     n = codes.shape[0]
     freq = np.bincount(np.asarray(codes), minlength=len(probs)) / n
