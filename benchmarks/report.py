@@ -109,7 +109,7 @@ def tabddpm_quality_section() -> list[str]:
     if not q:
         return []
     out = ["### TabDDPM on the paper's tables (`benchmarks/quality_tabddpm.py`, defaults: 8,000 steps, batch 1,024, "
-           "T = 100, MLP 256-256)", "",
+           "T = 100, MLP 256-256; as many rows sampled as in the training split unless noted)", "",
            "| data | metric | real | TabDDPM (ours) | paper real / TabDDPM | shape | DCR median (holdout) | fit (s) "
            "| passes |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     base = ("adult", "california", "insurance", "abalone")
@@ -120,7 +120,8 @@ def tabddpm_quality_section() -> list[str]:
         if name not in base:  # a run with other settings (--tag): say which
             c = e.get("config", {})
             name = (f"{e['dataset']} ({e['steps']:,} steps, batch {e['batch_size']:,}, T = {c.get('num_timesteps')}, "
-                    f"MLP {'-'.join(str(w) for w in c.get('d_layers', []))})")
+                    f"MLP {'-'.join(str(w) for w in c.get('d_layers', []))}"
+                    + (f", {e['sample_factor']:g}x rows sampled" if e.get("sample_factor", 1) != 1 else "") + ")")
         out.append(f"| {name} | {e['metric']} | {_f(e['real'])} | {_f(e['synthetic'])} | {paper[0]} / {paper[1]} | "
                    f"{_f(e['shape'])} | {_f(e['dcr_median'])} ({_f(e['dcr_holdout_median'])}) | "
                    f"{_f(e['fit_seconds'], 0)} | {'yes' if e.get('pass') else 'no'} |")
