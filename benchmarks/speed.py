@@ -302,7 +302,10 @@ def bench_million(args) -> dict:
     monitor = RssMonitor()
     rss0, load0 = rss_mib(), load_now()
     train, _ = datasets.load("adult")
-    n, chunk, T = args.million_rows, args.chunk_size, args.million_timesteps
+    from tabdiff_jax.samplers import default_chunk_size
+
+    n, T = args.million_rows, args.million_timesteps
+    chunk = args.chunk_size or default_chunk_size()  # the model's default unless given
     model = TabDDPM(steps=args.million_fit_steps, batch_size=1024, num_timesteps=T, d_layers=list(SMALL_NET),
                     sample_batch_size=chunk)
     model.fit(train, target="income", seed=0, progress=False)
@@ -445,7 +448,8 @@ def parse_args(argv=None):
     p.add_argument("--million-rows", type=int, default=1_000_000)
     p.add_argument("--million-timesteps", type=int, default=100, help="T of the --million model")
     p.add_argument("--million-fit-steps", type=int, default=0, help="training steps before --million sampling")
-    p.add_argument("--chunk-size", type=int, default=8192, help="rows per compiled sampling call (--million)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="rows per compiled sampling call (--million; default: TabDDPM's, 2,048 on a CPU)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/speed.json; --quick: none)")
     args = p.parse_args(argv)
     args.train_batches = args.sample_batches = args.batch_sizes or list(BATCHES)

