@@ -298,12 +298,11 @@ def bench_million(args) -> dict:
     """``TabDDPM.fit`` (``--million-fit-steps`` steps) then ``sample(n)`` to a DataFrame: wall time, peak RSS."""
     from tabdiff_jax import datasets
     from tabdiff_jax.models.tabddpm import TabDDPM
+    from tabdiff_jax.samplers import default_chunk_size
 
     monitor = RssMonitor()
     rss0, load0 = rss_mib(), load_now()
     train, _ = datasets.load("adult")
-    from tabdiff_jax.samplers import default_chunk_size
-
     n, T = args.million_rows, args.million_timesteps
     chunk = args.chunk_size or default_chunk_size()  # the model's default unless given
     model = TabDDPM(steps=args.million_fit_steps, batch_size=1024, num_timesteps=T, d_layers=list(SMALL_NET),

@@ -383,24 +383,20 @@ def vb_terms(
     prior_on, first = col(t >= 1), t == 0  # at t = 0 the prior of x_{-1} = x_0 is x_0 itself
     terms = []
     for b, (start, k) in enumerate(_slices(spec)):
+        log_softmax = functools.partial(normalize, spec=BlockSpec((k,)))  # within this one block
         cats = jnp.arange(k, dtype=codes_t.dtype)
         hit_t, hit_0 = codes_t[..., b:b + 1] == cats, codes0[..., b:b + 1] == cats
         log_k = float(np.log(k))
         miss = log_1m_a - log_k  # log q(x_t | x_{t-1}) = log(a [x_t = x_{t-1}] + (1 - a) / K)
         log_trans = jnp.where(hit_t, jnp.logaddexp(log_a, miss), miss)
         floor = log_1m_abar_s - log_k  # log((1 - abar_{t-1}) / K)
-        log_x0 = _log_softmax(logits[..., start:start + k])
-        log_model = _log_softmax(jnp.where(prior_on, jnp.logaddexp(log_x0 + log_abar_s, floor), log_x0) + log_trans)
+        log_x0 = log_softmax(logits[..., start:start + k])
+        log_model = log_softmax(jnp.where(prior_on, jnp.logaddexp(log_x0 + log_abar_s, floor), log_x0) + log_trans)
         prior_true = jnp.where(prior_on, jnp.where(hit_0, jnp.logaddexp(log_abar_s, floor), floor),
                                jnp.where(hit_0, 0.0, NEG))
-        log_true = _log_softmax(prior_true + log_trans)
+        log_true = log_softmax(prior_true + log_trans)
         kl_b = jnp.sum(jnp.exp(log_true) * (log_true - log_model), axis=-1)
         nll_b = -jnp.sum(jnp.where(hit_0, log_model, 0.0), axis=-1)
         terms.append(jnp.where(first, nll_b, kl_b))
     return jnp.stack(terms, axis=-1)
 
-
-def _log_softmax(x: jax.Array) -> jax.Array:
-    """Log-softmax over the last axis, shifted by its (gradient-free) maximum, as :func:`block_logsumexp`."""
-    m = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    return x - (m + jnp.log(jnp.sum(jnp.exp(x - m), axis=-1, keepdims=True)))

@@ -149,7 +149,6 @@ class TabDDPMDenoiser(nnx.Module):
             h = dropout(jax.nn.relu(layer(h)), self.dropout_rate, k)
         return self.head(h)
 
-
     def conditioned(self, y: Optional[jax.Array] = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """``denoise(x, t)`` for fixed labels ``y`` and one timestep ``t`` (shape ``[]``) at a time: the sampler's form.
 

@@ -37,15 +37,11 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import auto_mesh, constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
 
-DEFAULT_CHUNK_SIZE = None
-"""``sample``'s default chunk: :func:`default_chunk_size` of the backend."""
-
 
 def default_chunk_size() -> int:
     """Rows per compiled sampling call when none is given: 2,048 on CPUs (a chunk's activations stay
     in the cache: 20-25% more rows/s than 8,192 on 2 cores), 65,536 on accelerators (a full device)."""
     return 2048 if jax.default_backend() == "cpu" else 65536
-
 
 
 def timestep_pairs(num_timesteps: int, num_sample_steps: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +135,7 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
 
 
 def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, class_probs=None,
-           chunk_size: Optional[int] = DEFAULT_CHUNK_SIZE, num_sample_steps: Optional[int] = None, eta: float = 0.0,
+           chunk_size: Optional[int] = None, num_sample_steps: Optional[int] = None, eta: float = 0.0,
            variance: str = "fixedlarge", clip_x0: Optional[float] = None, postprocess=None):
     """Generate ``n`` rows in chunks; returns a :class:`TableBatch` of NumPy arrays.
 

@@ -207,7 +207,7 @@ class TabDDPM(Synthesizer):
             y = condition[self.target]
         codes = None if y is None else self._target_codes(y, n)
         chunk = s["sample_batch_size"] if batch_size is None else batch_size
-        chunk = samplers.default_chunk_size() if chunk is None else _positive_int("batch_size", chunk)
+        chunk = None if chunk is None else _positive_int("batch_size", chunk)  # None: the sampler's default
         steps = s["num_sample_steps"] if num_sample_steps is None else num_sample_steps
         raw_numeric, raw_codes = samplers.sample(self._params, self._graphdef, self._config, key, n, y=codes,
                                                  class_probs=self._class_probs, chunk_size=chunk,
