@@ -52,8 +52,8 @@ from flax import nnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tabdiff_jax.diffusion.tablediffusion import TableDiffusionNet, make_loss  # noqa: E402
 from tabdiff_jax.layers import Linear  # noqa: E402
-from tabdiff_jax.models.tablediffusion import TableDiffusionNet, make_loss  # noqa: E402
 from tabdiff_jax.privacy import make_nonprivate_step, make_private_step  # noqa: E402
 
 DATA_DIM = 110
@@ -78,8 +78,8 @@ def mlp_loss(model, batch, keys):
 
 
 def tabddpm_net_and_loss():
-    from tabdiff_jax.nets import TabDDPMDenoiser
-    from tabdiff_jax.schedules import make_schedule
+    from tabdiff_jax.diffusion.denoiser import TabDDPMDenoiser
+    from tabdiff_jax.diffusion.schedules import make_schedule
 
     schedule = make_schedule(1000, "cosine")
     abar = jnp.asarray(schedule.alpha_bar, jnp.float32)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _timing import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from tabdiff_jax.evaluate import evaluate
 from tabdiff_jax.evaluate.columns import prepare
@@ -34,8 +35,6 @@ from tabdiff_jax.evaluate.distances import encode_rows, nearest_neighbours
 from tabdiff_jax.evaluate.fidelity import fidelity_scores
 from tabdiff_jax.evaluate.sdmetrics_dcr import sdmetrics_dcr
 from tabdiff_jax.io import write_json
-
-from _timing import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -56,11 +56,10 @@ def _load() -> float:
 
 def _model(name: str, epochs: int, **options):
     from tabdiff_jax.models.gan import CGAN, CTGAN, DPGAN, GAN, WGAN, WGANGP
-    from tabdiff_jax.models.tvae import TVAE
-
     from tabdiff_jax.models.smote import SMOTE
     from tabdiff_jax.models.tabddpm import TabDDPM
     from tabdiff_jax.models.tablediffusion import TableDiffusion
+    from tabdiff_jax.models.tvae import TVAE
 
     classes = {"gan": GAN, "cgan": CGAN, "wgan": WGAN, "wgan-gp": WGANGP, "ctgan": CTGAN, "tvae": TVAE}
     if name == "tabddpm":

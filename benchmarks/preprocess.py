@@ -21,10 +21,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
+from _timing import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from tabdiff_jax.io import write_json
-
-from _timing import timed  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from tabdiff_jax.preprocess import NUMERIC_TRANSFORMS, Preprocessor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -116,10 +116,10 @@ def speed(batches=(1024, 4096), timesteps=(100, 1000), sample_rows=8192, repeats
     import jax
     from flax import nnx
 
-    from tabdiff_jax import diffusion as dm
-    from tabdiff_jax import samplers
+    from tabdiff_jax.diffusion import samplers
+    from tabdiff_jax.diffusion import tabddpm as dm
+    from tabdiff_jax.diffusion.denoiser import split_params
     from tabdiff_jax.models.tabddpm import TABDDPM_DEFAULTS
-    from tabdiff_jax.nets import split_params
     from tabdiff_jax.preprocess import Preprocessor
     from tabdiff_jax.table import split_target
 

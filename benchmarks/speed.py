@@ -141,11 +141,11 @@ class Pair:
     def __init__(self, data, d_layers, num_timesteps, seed=0):
         import jax
         import torch
+        import torch_reference as tr
         from flax import nnx
 
-        import torch_reference as tr
-        from tabdiff_jax import diffusion as D
-        from tabdiff_jax.nets import split_params
+        from tabdiff_jax.diffusion import tabddpm as D
+        from tabdiff_jax.diffusion.denoiser import split_params
 
         x_num, x_cat, y, sizes, probs, _ = data
         self.T, self.probs = num_timesteps, probs
@@ -159,7 +159,8 @@ class Pair:
 
     def ours_train(self, batch_size):
         import jax
-        from tabdiff_jax import diffusion as D
+
+        from tabdiff_jax.diffusion import tabddpm as D
 
         opt = D.make_optimizer(lr=2e-3, weight_decay=1e-4)
         step = D.make_train_step(self.graphdef, opt, self.cfg, batch_size=batch_size)  # jitted, state donated
@@ -191,7 +192,8 @@ class Pair:
 
     def ours_sample(self, batch_size):
         import jax
-        from tabdiff_jax import samplers
+
+        from tabdiff_jax.diffusion import samplers
 
         def run(k):
             t0 = time.perf_counter()
@@ -297,8 +299,8 @@ def bench_case(data, task, net, T, batch, args, monitor, clock) -> dict:
 def bench_million(args) -> dict:
     """``TabDDPM.fit`` (``--million-fit-steps`` steps) then ``sample(n)`` to a DataFrame: wall time, peak RSS."""
     from tabdiff_jax import datasets
+    from tabdiff_jax.diffusion.samplers import default_chunk_size
     from tabdiff_jax.models.tabddpm import TabDDPM
-    from tabdiff_jax.samplers import default_chunk_size
 
     monitor = RssMonitor()
     rss0, load0 = rss_mib(), load_now()

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tabdiff_jax import datasets, diffusion, samplers
-from tabdiff_jax.nets import split_params
+from tabdiff_jax import datasets
+from tabdiff_jax.diffusion import samplers
+from tabdiff_jax.diffusion import tabddpm as diffusion
+from tabdiff_jax.diffusion.denoiser import split_params
 from tabdiff_jax.preprocess import Preprocessor
 from tabdiff_jax.table import split_target
 

@@ -4,8 +4,9 @@ Estimators (fit a DataFrame, sample a DataFrame): :class:`TabDDPM`, :class:`Tabl
 :class:`GAN`, :class:`CGAN`, :class:`WGAN`, :class:`WGANGP`, :class:`CTGAN`, :class:`DPGAN`,
 :class:`TVAE`, :class:`SMOTE`; :func:`load` reads any saved model back. The shared
 :class:`Preprocessor`, :func:`evaluate` for utility / fidelity / privacy, and :mod:`datasets`.
-The pure-functional core lives in the submodules (``schedules``, ``gaussian``, ``multinomial``,
-``diffusion``, ``samplers``, ``nets``, ``privacy``, ``sharding``, ``table``).
+The pure-functional cores live in the subpackages: ``diffusion`` (schedules, Gaussian and multinomial
+diffusion, TabDDPM's and TableDiffusion's losses, denoisers and samplers), ``gan``, ``vae``, ``privacy``
+(DP-SGD), ``preprocess``; shared plumbing in ``training``, ``sharding``, ``table``.
 
 Names are imported on first use, so ``import tabdiff_jax`` is cheap and one model's import does
 not pay for the others.

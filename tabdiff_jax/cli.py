@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 from tabdiff_jax.errors import ConfigError, TabdiffError

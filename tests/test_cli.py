@@ -63,6 +63,7 @@ def test_demo_quick_runs_end_to_end(capsys, tmp_path):
         assert (tmp_path / "demo" / name).exists(), name
     assert "utility f1_macro, train on synthetic" in out
     import pandas as pd
+
     from tabdiff_jax import datasets
 
     synthetic = pd.read_csv(tmp_path / "demo" / "synthetic.csv")

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tabdiff_jax import diffusion as dm
+from tabdiff_jax.diffusion import tabddpm as dm
+from tabdiff_jax.diffusion.denoiser import (
+    TabDDPMDenoiser,
+    apply,
+    split_params,
+    timestep_embedding,
+)
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.nets import TabDDPMDenoiser, apply, split_params, timestep_embedding
 from tabdiff_jax.table import TableLayout
 
 CFG = dm.DiffusionConfig(num_numeric=2, categorical_sizes=(3, 4), num_classes=2, num_timesteps=20)

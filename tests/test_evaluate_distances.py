@@ -6,7 +6,12 @@ import pytest
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.evaluate.columns import prepare
-from tabdiff_jax.evaluate.distances import EncodedRows, encode_rows, nearest, nearest_neighbours
+from tabdiff_jax.evaluate.distances import (
+    EncodedRows,
+    encode_rows,
+    nearest,
+    nearest_neighbours,
+)
 
 
 def random_rows(n, rng, missing=0.1):

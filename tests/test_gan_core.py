@@ -10,7 +10,7 @@ from flax import nnx
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import conditional as C
 from tabdiff_jax.gan import losses
-from tabdiff_jax.gan.nets import Critic, Generator, activate, apply, gumbel_softmax
+from tabdiff_jax.gan.nets import Critic, Generator, activate, gumbel_softmax
 from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
 from tabdiff_jax.table import EncodedTable, TableLayout, split_onehot, to_dense
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tabdiff_jax import gaussian
+from tabdiff_jax.diffusion import gaussian
+from tabdiff_jax.diffusion.schedules import make_schedule
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.schedules import make_schedule
 
 S = make_schedule(100, "cosine")
 

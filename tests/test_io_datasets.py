@@ -6,7 +6,15 @@ import pytest
 
 from tabdiff_jax import datasets
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.io import atomic_path, load_table, read_json, read_npz, write_json, write_npz, write_table
+from tabdiff_jax.io import (
+    atomic_path,
+    load_table,
+    read_json,
+    read_npz,
+    write_json,
+    write_npz,
+    write_table,
+)
 
 
 def test_bundled_adult_equals_the_shared_csv(shared_data):

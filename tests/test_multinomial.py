@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tabdiff_jax import multinomial as mn
-from tabdiff_jax.schedules import make_schedule
+from tabdiff_jax.diffusion import multinomial as mn
+from tabdiff_jax.diffusion.schedules import make_schedule
 from tabdiff_jax.table import TableLayout, to_onehot
 
 S = make_schedule(50, "cosine")

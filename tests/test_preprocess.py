@@ -7,10 +7,9 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-
-from tabdiff_jax.preprocess import Preprocessor
 from scipy.special import ndtr
 
+from tabdiff_jax.preprocess import Preprocessor
 from tabdiff_jax.preprocess.transforms import MODE_CLIP, TAIL
 
 TABLES = ["adult_train", "adult_test", "california_housing", "king", "abalone", "insurance", "german_credit"]

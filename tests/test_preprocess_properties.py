@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_preprocess import TRANSFORMS, assert_round_trip
+
 from tabdiff_jax.preprocess import Preprocessor
 from tabdiff_jax.preprocess.transforms import MODE_CLIP
 

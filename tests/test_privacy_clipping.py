@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.privacy.clipping import check_l2_clip, clip_factors, clip_per_example, clipped_sum, per_example_sq_norms
+from tabdiff_jax.privacy.clipping import (
+    check_l2_clip,
+    clip_factors,
+    clip_per_example,
+    clipped_sum,
+    per_example_sq_norms,
+)
 
 
 def _tree(rng, batch, scale):

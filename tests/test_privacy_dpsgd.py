@@ -7,7 +7,11 @@ import optax
 import pytest
 
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.privacy.dpsgd import make_nonprivate_step, make_private_step, vmap_clipped_sum
+from tabdiff_jax.privacy.dpsgd import (
+    make_nonprivate_step,
+    make_private_step,
+    vmap_clipped_sum,
+)
 
 B, D = 16, 3
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tabdiff_jax import samplers
-from tabdiff_jax.diffusion import DiffusionConfig, TableBatch
+from tabdiff_jax.diffusion import samplers
+from tabdiff_jax.diffusion.denoiser import split_params
+from tabdiff_jax.diffusion.tabddpm import DiffusionConfig, TableBatch
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.nets import split_params
 from tabdiff_jax.table import TableLayout
 
 T = 50

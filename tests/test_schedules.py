@@ -3,11 +3,16 @@
 import numpy as np
 import pytest
 
-from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.schedules import (
-    cosine_alpha_bar, cosine_betas, linear_betas, log1mexp_np, make_schedule, schedule_from_betas,
+from tabdiff_jax.diffusion.schedules import (
+    cosine_alpha_bar,
+    cosine_betas,
+    linear_betas,
+    log1mexp_np,
+    make_schedule,
+    schedule_from_betas,
     tablediffusion_betas,
 )
+from tabdiff_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize("T", [20, 100, 1000])

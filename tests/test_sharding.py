@@ -94,8 +94,8 @@ TABDDPM_SCRIPT = textwrap.dedent(
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
-    from tabdiff_jax import diffusion as dm, samplers
-    from tabdiff_jax.nets import split_params
+    from tabdiff_jax.diffusion import samplers, tabddpm as dm
+    from tabdiff_jax.diffusion.denoiser import split_params
     from tabdiff_jax.sharding import auto_mesh
     mesh = auto_mesh()
     config = dm.DiffusionConfig(num_numeric=3, categorical_sizes=(4, 2), num_classes=2, num_timesteps=20)
@@ -237,7 +237,7 @@ DPSGD_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np, optax
     from flax import nnx
     from tabdiff_jax.gan import GANConfig, init_gan, make_epoch_fn
-    from tabdiff_jax.models.tablediffusion import TableDiffusionNet, make_loss
+    from tabdiff_jax.diffusion.tablediffusion import TableDiffusionNet, make_loss
     from tabdiff_jax.privacy import make_private_step
     from tabdiff_jax.sharding import auto_mesh, replicate
     from tabdiff_jax.table import TableLayout

@@ -3,8 +3,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tabdiff_jax.table import (EncodedTable, TableLayout, concat_tables, from_dense, merge_target, split_target,
-                               to_dense, to_onehot)
+from tabdiff_jax.table import (
+    EncodedTable,
+    TableLayout,
+    concat_tables,
+    from_dense,
+    merge_target,
+    split_target,
+    to_dense,
+    to_onehot,
+)
 
 LAYOUT = TableLayout(
     numeric_names=("a", "b"),

@@ -11,12 +11,17 @@ import pandas as pd
 import pytest
 from flax import nnx
 
+from tabdiff_jax.diffusion.schedules import tablediffusion_betas
+from tabdiff_jax.diffusion.tablediffusion import (
+    TableDiffusionNet,
+    make_loss,
+    make_sampler,
+)
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import load
-from tabdiff_jax.models.tablediffusion import TableDiffusion, TableDiffusionNet, make_loss, make_sampler
+from tabdiff_jax.models.tablediffusion import TableDiffusion
 from tabdiff_jax.privacy import clipped_grad_sum
 from tabdiff_jax.privacy.preprocessing import PrivacyWarning
-from tabdiff_jax.schedules import tablediffusion_betas
 
 
 def _table(n=300, seed=0):

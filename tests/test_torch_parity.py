@@ -24,8 +24,9 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from tabdiff_jax import diffusion as D  # noqa: E402
-from tabdiff_jax import gaussian, multinomial, nets  # noqa: E402
+from tabdiff_jax.diffusion import denoiser as nets  # noqa: E402
+from tabdiff_jax.diffusion import gaussian, multinomial
+from tabdiff_jax.diffusion import tabddpm as D  # noqa: E402
 
 # "benchmarks" is also the name of a package that opacus installs: import the reference by its own name.
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # torch_reference, speed

@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from tabdiff_jax.gan.blocks import block_cross_entropy, block_log_softmax, block_softmax
-from tabdiff_jax.models.tvae import Decoder, elbo_loss, make_tvae_sample
 from tabdiff_jax.table import TableLayout, split_onehot
+from tabdiff_jax.vae.core import Decoder, elbo_loss, make_tvae_sample
 
 LAYOUT = TableLayout(("a", "b"), ("c", "d", "e"), (3, 1, 4), ("category", "category", "mode"))
 

@@ -2,7 +2,7 @@
 
 ``h = proj(x) + time_embed(sinusoidal(t)) [+ silu(label_emb(y))]``, then blocks
 ``Linear -> ReLU -> Dropout``, then a ``Linear`` head back to the input width. Same
-architecture and parameter shapes as :class:`tabdiff_jax.nets.TabDDPMDenoiser` (torch stores
+architecture and parameter shapes as :class:`tabdiff_jax.diffusion.denoiser.TabDDPMDenoiser` (torch stores
 ``weight`` as ``[out, in]``, the flax kernels are ``[in, out]``).
 """
 

@@ -1,6 +1,6 @@
 """Copy parameters between a tabdiff_jax denoiser and the PyTorch :class:`MLPDiffusion`.
 
-The tabdiff_jax side is the plain nested dict of :func:`tabdiff_jax.nets.split_params`::
+The tabdiff_jax side is the plain nested dict of :func:`tabdiff_jax.diffusion.denoiser.split_params`::
 
     {"proj": {"kernel", "bias"}, "time_in": ..., "time_out": ..., "label_embed": {"embedding"},
      "blocks": {0: {"kernel", "bias"}, ...}, "head": ...}

@@ -11,7 +11,12 @@ JAX nearest neighbours), :mod:`.privacy` (DCR, copies, membership inference), :m
 """
 
 from tabdiff_jax.evaluate.core import PARTS, evaluate, evaluate_files
-from tabdiff_jax.evaluate.distances import EncodedRows, encode_rows, nearest, nearest_neighbours
+from tabdiff_jax.evaluate.distances import (
+    EncodedRows,
+    encode_rows,
+    nearest,
+    nearest_neighbours,
+)
 from tabdiff_jax.evaluate.report import Report
 
 __all__ = ["PARTS", "EncodedRows", "Report", "encode_rows", "evaluate", "evaluate_files", "nearest", "nearest_neighbours"]

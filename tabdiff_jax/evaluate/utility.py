@@ -19,7 +19,12 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.evaluate.columns import CATEGORICAL, Columns, category_strings, seeded_split
+from tabdiff_jax.evaluate.columns import (
+    CATEGORICAL,
+    Columns,
+    category_strings,
+    seeded_split,
+)
 from tabdiff_jax.evaluate.detection import feature_matrix, thread_limit
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -72,7 +77,10 @@ def _fit_predict(model_name: str, task: str, train: pd.DataFrame, y_train: np.nd
                 out.append((np.asarray(model.predict(xt)), None, None))
         info = f"catboost (iterations<={iterations}, best {model.get_best_iteration() if eval_set else iterations})"
         return out, info
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+    )
 
     mats, is_cat = feature_matrix([train[features]] + [t[features] for t in tests], Columns({c: columns.kinds[c] for c in features}))
     cls = HistGradientBoostingClassifier if task == CLASSIFICATION else HistGradientBoostingRegressor

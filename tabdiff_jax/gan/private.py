@@ -26,7 +26,12 @@ import optax
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.train import GANConfig, make_generate_fn
-from tabdiff_jax.privacy import PrivacyPlan, TrainState, make_private_step, poisson_sample
+from tabdiff_jax.privacy import (
+    PrivacyPlan,
+    TrainState,
+    make_private_step,
+    poisson_sample,
+)
 from tabdiff_jax.sharding import constrain_rows, round_up
 from tabdiff_jax.table import TableLayout
 

@@ -39,13 +39,19 @@ import pandas as pd
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan.nets import numeric_activation_for
-from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, make_optimizer, resolve_config,
-                                    tree_to_arrays)
 from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.sharding import auto_mesh, replicate, round_up
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
-from tabdiff_jax.training import run_training
+from tabdiff_jax.training import (
+    EpochTimer,
+    arrays_to_tree,
+    epochs_from,
+    make_optimizer,
+    resolve_config,
+    run_training,
+    tree_to_arrays,
+)
 
 # Defaults from the GAN talk (noise 32, generator 128-256-512, critic 512-256-128, batch 128, lr 5e-4).
 GAN_DEFAULTS = dict(

@@ -29,7 +29,12 @@ import pandas as pd
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.preprocess import frames
-from tabdiff_jax.preprocess.schema import CATEGORICAL, ColumnSpec, fit_column, infer_kind
+from tabdiff_jax.preprocess.schema import (
+    CATEGORICAL,
+    ColumnSpec,
+    fit_column,
+    infer_kind,
+)
 
 _MAX_CATEGORIES = 1_000_000  # SMOTE copies categories; it has no reason to limit their number
 _DENSE_BYTES = 256 * 2**20

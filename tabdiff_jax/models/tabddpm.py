@@ -1,7 +1,7 @@
 """TabDDPM (Kotelnikov et al. 2023) as an estimator: ``TabDDPM(...).fit(df, target=...).sample(n)``.
 
 A thin wrapper over the pure core: :mod:`tabdiff_jax.diffusion` (model, loss, compiled train step),
-:mod:`tabdiff_jax.samplers` (the compiled reverse process) and the shared preprocessor
+:mod:`tabdiff_jax.diffusion.samplers` (the compiled reverse process) and the shared preprocessor
 (quantile-to-normal numbers, categorical codes). A classification target is the denoiser's label
 condition, drawn at sampling time from the training class frequencies unless ``y`` is given; a
 regression target is diffused as a number.
@@ -28,16 +28,19 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from tabdiff_jax import diffusion as dm
-from tabdiff_jax import samplers
+from tabdiff_jax.diffusion import samplers
+from tabdiff_jax.diffusion import tabddpm as dm
+from tabdiff_jax.diffusion.denoiser import split_params
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.gan.params import arrays_to_tree, tree_to_arrays
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.models.tvae import resolve_config
-from tabdiff_jax.nets import split_params
 from tabdiff_jax.sharding import auto_mesh
 from tabdiff_jax.table import EncodedTable, TableLayout, split_target
-from tabdiff_jax.training import run_training
+from tabdiff_jax.training import (
+    arrays_to_tree,
+    resolve_config,
+    run_training,
+    tree_to_arrays,
+)
 
 # Chosen for the Adult demo on 2 CPU cores (about 5 minutes with sampling and evaluation): T = 100
 # (the paper's smaller setting; sampling costs T forward passes per row, T = 1000 is 10x slower),

@@ -23,145 +23,31 @@ whatever the device count.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
-
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.gan.blocks import block_cross_entropy
-from tabdiff_jax.gan.nets import activate, apply, numeric_activation_for
-from tabdiff_jax.gan.params import (EpochTimer, arrays_to_tree, epochs_from, make_optimizer, resolve_config,
-                                    tree_to_arrays)
-from tabdiff_jax.layers import Linear, linear_stack
+from tabdiff_jax.gan.nets import numeric_activation_for
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, check_divisible, constrain_rows, replicate, round_up
-from tabdiff_jax.table import TableLayout, from_dense, split_onehot, to_dense
-from tabdiff_jax.training import run_training
-
-SIGMA_RANGE = (0.01, 1.0)
-
-
-class Encoder(nnx.Module):
-    """``x [batch, data_dim] -> (mu, logvar)``, each ``[batch, latent_dim]``."""
-
-    def __init__(self, data_dim: int, hidden_dims: Sequence[int], latent_dim: int, *, rngs: nnx.Rngs):
-        self.hidden, dim = linear_stack(data_dim, hidden_dims, rngs=rngs)
-        self.mu = Linear(dim, int(latent_dim), rngs=rngs)
-        self.logvar = Linear(dim, int(latent_dim), rngs=rngs)
-
-    def __call__(self, x: jax.Array):
-        for layer in self.hidden:
-            x = jax.nn.relu(layer(x))
-        return self.mu(x), self.logvar(x)
-
-
-class Decoder(nnx.Module):
-    """``z [batch, latent_dim] -> x_hat [batch, data_dim]``; ``sigma [num_numeric]`` is a parameter."""
-
-    def __init__(self, latent_dim: int, hidden_dims: Sequence[int], data_dim: int, num_numeric: int, *,
-                 rngs: nnx.Rngs):
-        self.hidden, dim = linear_stack(latent_dim, hidden_dims, rngs=rngs)
-        self.out = Linear(dim, int(data_dim), rngs=rngs)
-        self.sigma = nnx.Param(jnp.full((int(num_numeric),), 0.1, jnp.float32))
-
-    def __call__(self, z: jax.Array) -> jax.Array:
-        for layer in self.hidden:
-            z = jax.nn.relu(layer(z))
-        return self.out(z)
-
-
-class TVAEState(NamedTuple):
-    encoder: object
-    decoder: object
-    opt: object
-    step: jax.Array
-
-
-def elbo_loss(x: jax.Array, x_hat: jax.Array, sigma: jax.Array, mu: jax.Array, logvar: jax.Array,
-              layout: TableLayout, *, numeric_activation: str, loss_factor: float = 2.0):
-    """Negative ELBO of a batch (scalar) and its two terms.
-
-    Args:
-      x: dense rows ``[b, dense_dim]``; x_hat: decoder outputs ``[b, dense_dim]``.
-      sigma: ``[num_numeric]`` standard deviations of the numeric columns.
-      mu, logvar: ``[b, latent_dim]``.
-    """
-    b = x.shape[0]
-    k = layout.num_numeric
-    num_hat = jnp.tanh(x_hat[:, :k]) if numeric_activation == "tanh" else x_hat[:, :k]
-    rec = jnp.sum(jnp.square(x[:, :k] - num_hat) / (2.0 * jnp.square(sigma))) + b * jnp.sum(jnp.log(sigma))
-    if layout.num_categorical:
-        rec = rec + jnp.sum(block_cross_entropy(x_hat[:, k:], x[:, k:], layout.categorical_sizes))
-    kld = -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))
-    rec, kld = rec * loss_factor / b, kld / b
-    return rec + kld, {"reconstruction": rec, "kl": kld}
-
-
-def make_tvae_epoch(enc_def, dec_def, layout: TableLayout, tx: optax.GradientTransformation, *, batch_size: int,
-                    steps_per_epoch: int, numeric_activation: str, loss_factor: float = 2.0, mesh=None):
-    """``epoch(state, data, key) -> (state, metrics)``: a scan over a permutation's batches.
-
-    With a ``mesh`` each batch is split by rows over its devices (``batch_size`` a multiple of its size).
-    """
-    check_divisible(batch_size, mesh)
-
-    def loss_fn(params, batch, key):
-        enc, dec = params
-        batch = constrain_rows(batch, mesh)
-        mu, logvar = apply(enc_def, enc, batch)
-        z = mu + jnp.exp(0.5 * logvar) * constrain_rows(jax.random.normal(key, mu.shape, mu.dtype), mesh)
-        x_hat = apply(dec_def, dec, z)
-        loss, terms = elbo_loss(batch, x_hat, dec["sigma"][...], mu, logvar, layout,
-                                numeric_activation=numeric_activation, loss_factor=loss_factor)
-        return loss, {"loss": loss, **terms}
-
-    def epoch(state: TVAEState, data: jax.Array, key: jax.Array):
-        k_perm, k_steps = jax.random.split(key)
-        order = jax.random.permutation(k_perm, data.shape[0])[: steps_per_epoch * batch_size]
-        order = order.reshape(steps_per_epoch, batch_size)
-
-        def step(state: TVAEState, inputs):
-            idx, k = inputs
-            params = (state.encoder, state.decoder)
-            grads, metrics = jax.grad(loss_fn, has_aux=True)(params, data[idx], k)
-            updates, opt = tx.update(grads, state.opt, params)
-            enc, dec = optax.apply_updates(params, updates)
-            dec["sigma"] = jax.tree.map(lambda s: jnp.clip(s, *SIGMA_RANGE), dec["sigma"])
-            return TVAEState(enc, dec, opt, state.step + 1), metrics
-
-        state, metrics = jax.lax.scan(step, state, (order, jax.random.split(k_steps, steps_per_epoch)))
-        return state, jax.tree.map(jnp.mean, metrics)
-
-    return epoch
-
-
-def make_tvae_sample(dec_def, layout: TableLayout, *, latent_dim: int, numeric_activation: str,
-                     categorical: str = "argmax", mesh=None):
-    """``sample(decoder, key, batch) -> rows [batch, dense_dim]`` with hard one-hot blocks.
-
-    With a ``mesh`` the rows are split over its devices (``batch`` a multiple of its size); the
-    values do not depend on it.
-    """
-
-    def sample(dec, key, batch: int):
-        k_z, k_num, k_cat = jax.random.split(key, 3)
-        z = constrain_rows(jax.random.normal(k_z, (batch, latent_dim), jnp.float32), mesh)
-        x_hat = apply(dec_def, dec, z)
-        k = layout.num_numeric
-        num = jnp.tanh(x_hat[:, :k]) if numeric_activation == "tanh" else x_hat[:, :k]
-        num = num + dec["sigma"][...] * jax.random.normal(k_num, num.shape, num.dtype)
-        if categorical == "sample":
-            rows = activate(x_hat, layout, k_cat, numeric_activation="identity", hard=True)
-            return constrain_rows(rows.at[:, :k].set(num), mesh)
-        blocks = [jax.nn.one_hot(jnp.argmax(b, -1), b.shape[-1]) for b in split_onehot(x_hat[:, k:], layout)]
-        return constrain_rows(jnp.concatenate([num] + blocks, axis=-1), mesh)
-
-    return sample
-
+from tabdiff_jax.sharding import auto_mesh, replicate, round_up
+from tabdiff_jax.table import TableLayout, from_dense, to_dense
+from tabdiff_jax.training import (
+    EpochTimer,
+    arrays_to_tree,
+    epochs_from,
+    make_optimizer,
+    resolve_config,
+    run_training,
+    tree_to_arrays,
+)
+from tabdiff_jax.vae.core import (
+    Decoder,
+    Encoder,
+    TVAEState,
+    make_tvae_epoch,
+    make_tvae_sample,
+)
 
 TVAE_DEFAULTS = dict(epochs=300, batch_size=500, latent_dim=128, encoder_dims=(128, 128),
                      decoder_dims=(128, 128), lr=1e-3, weight_decay=1e-5, loss_factor=2.0,

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import DataError
-from tabdiff_jax.preprocess.schema import CATEGORICAL, DATETIME, DATETIME_UNITS, ColumnSpec, datetime_ns
+from tabdiff_jax.preprocess.schema import (
+    CATEGORICAL,
+    DATETIME,
+    DATETIME_UNITS,
+    ColumnSpec,
+    datetime_ns,
+)
 
 _NAT = np.iinfo(np.int64).min
 

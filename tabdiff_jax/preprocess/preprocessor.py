@@ -15,7 +15,14 @@ import pandas as pd
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.preprocess import frames
 from tabdiff_jax.preprocess.codec import CodecPlan, CodecStats, decode_raw, encode_raw
-from tabdiff_jax.preprocess.schema import CATEGORICAL, DATA, DATETIME, ColumnSpec, fit_column, infer_kind
+from tabdiff_jax.preprocess.schema import (
+    CATEGORICAL,
+    DATA,
+    DATETIME,
+    ColumnSpec,
+    fit_column,
+    infer_kind,
+)
 from tabdiff_jax.preprocess.transforms import TRANSFORMS, num_modes, params_from_arrays
 from tabdiff_jax.table import CATEGORY, MISSING, MODE, EncodedTable, TableLayout
 

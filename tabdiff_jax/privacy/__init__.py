@@ -24,7 +24,13 @@ from tabdiff_jax.privacy.accounting import (
     steps_for_epochs,
     truncation_delta,
 )
-from tabdiff_jax.privacy.clipping import ClipStats, clip_factors, clip_per_example, clipped_sum, per_example_sq_norms
+from tabdiff_jax.privacy.clipping import (
+    ClipStats,
+    clip_factors,
+    clip_per_example,
+    clipped_sum,
+    per_example_sq_norms,
+)
 from tabdiff_jax.privacy.dpsgd import (
     PrivateStep,
     TrainState,

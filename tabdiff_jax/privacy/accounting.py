@@ -28,7 +28,11 @@ from dp_accounting import pld, rdp
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.privacy.noise import check_noise_multiplier
-from tabdiff_jax.privacy.sampling import check_sampling, overflow_probability, poisson_capacity
+from tabdiff_jax.privacy.sampling import (
+    check_sampling,
+    overflow_probability,
+    poisson_capacity,
+)
 
 ACCOUNTANTS = ("rdp", "pld")
 PLD_DISCRETIZATION = 1e-3  # pessimistic rounding of the privacy loss: an upper bound, 10x faster than 1e-4

@@ -41,9 +41,18 @@ import jax.numpy as jnp
 import optax
 
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.privacy.clipping import ClipStats, check_l2_clip, clip_factors, per_example_sq_norms
+from tabdiff_jax.privacy.clipping import (
+    ClipStats,
+    check_l2_clip,
+    clip_factors,
+    per_example_sq_norms,
+)
 from tabdiff_jax.privacy.ghost import ghost_clipped_sum
-from tabdiff_jax.privacy.noise import check_expected_batch_size, check_noise_multiplier, privatize
+from tabdiff_jax.privacy.noise import (
+    check_expected_batch_size,
+    check_noise_multiplier,
+    privatize,
+)
 from tabdiff_jax.sharding import check_divisible, constrain_rows
 
 PyTree = Any

@@ -13,7 +13,7 @@ Impossible categories have log-probability :data:`NEG`, a large finite negative 
 free of NaN. ``log(1 - exp(a))`` goes through the stable :func:`log1mexp` (the reference
 implementation's NaNs with many categories came from ``log(x + 1e-40)``).
 
-Timesteps are 0-indexed as in :mod:`tabdiff_jax.schedules`.
+Timesteps are 0-indexed as in :mod:`tabdiff_jax.diffusion.schedules`.
 
 Example:
   >>> spec = BlockSpec((3, 5))
@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tabdiff_jax.diffusion.schedules import Schedule, extract
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.schedules import Schedule, extract
 
 NEG = -1e4
 """Log-probability of an impossible category; ``exp(NEG) == 0`` in float32."""

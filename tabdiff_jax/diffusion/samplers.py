@@ -10,7 +10,7 @@ Two samplers:
 
 * ancestral (``num_sample_steps=None``): all ``T`` steps; TabDDPM's Gaussian step with the
   "fixedlarge" variance and the multinomial posterior ``p(x_{t-1} | x_t)`` (drawn in probability
-  space by :func:`~tabdiff_jax.multinomial.posterior_probs`: no logs, gathers or Gumbel noise per
+  space by :func:`~tabdiff_jax.diffusion.multinomial.posterior_probs`: no logs, gathers or Gumbel noise per
   category, one uniform per block);
 * skipping (``num_sample_steps=S < T``): ``S`` evenly spaced steps; DDIM for the numbers
   (``eta = 0`` deterministic) and the exact multi-step multinomial posterior for the categories.
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tabdiff_jax import gaussian, multinomial
-from tabdiff_jax.diffusion import DiffusionConfig, TableBatch, denoiser_input
+from tabdiff_jax.diffusion import gaussian, multinomial
+from tabdiff_jax.diffusion.tabddpm import DiffusionConfig, TableBatch, denoiser_input
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import auto_mesh, constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target

@@ -32,12 +32,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tabdiff_jax import gaussian, multinomial
+from tabdiff_jax.diffusion import gaussian, multinomial
+from tabdiff_jax.diffusion.denoiser import (
+    DEFAULT_D_LAYERS,
+    DEFAULT_DIM_T,
+    TabDDPMDenoiser,
+    apply,
+)
+from tabdiff_jax.diffusion.multinomial import BlockSpec
+from tabdiff_jax.diffusion.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.multinomial import BlockSpec
-from tabdiff_jax.nets import DEFAULT_D_LAYERS, DEFAULT_DIM_T, TabDDPMDenoiser, apply
 from tabdiff_jax.sharding import constrain_rows
-from tabdiff_jax.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.table import TableLayout
 
 
@@ -160,14 +165,14 @@ def per_example_losses(params, graphdef, x_num, x_cat, y, t, key, config: Diffus
     """Loss of each row of a batch for given timesteps: float32 ``[n]``.
 
     Args:
-      params, graphdef: the split denoiser (:func:`tabdiff_jax.nets.split_params`).
+      params, graphdef: the split denoiser (:func:`tabdiff_jax.diffusion.denoiser.split_params`).
       x_num: float32 ``[n, num_numeric]``; x_cat: int32 ``[n, B]``; y: int32 ``[n]`` or None.
       t: int32 ``[n]`` in ``0 .. T - 1``.
       key: PRNG key for the forward noise (and dropout, if the denoiser has any).
       config: the diffusion config.
       with_terms: also return ``(loss_gauss, loss_multi)`` ``[n]`` each (``loss_multi`` unweighted).
       time_table: embed the ``T`` timesteps once when the batch has more rows than ``T``
-        (:func:`tabdiff_jax.nets.apply`); the mean-loss gradient only, not per-example ones.
+        (:func:`tabdiff_jax.diffusion.denoiser.apply`); the mean-loss gradient only, not per-example ones.
     """
     k_noise, k_drop = jax.random.split(key)
     x_num_t, x_cat_t, noise = forward_noise(config, x_num, x_cat, t, k_noise)

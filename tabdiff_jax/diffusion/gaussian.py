@@ -1,7 +1,7 @@
 """Gaussian diffusion for the numeric block: forward process, posterior, loss and reverse steps.
 
-Every function takes a :class:`~tabdiff_jax.schedules.Schedule`, integer timesteps ``t``
-(0-indexed, see :mod:`tabdiff_jax.schedules`) of shape ``[*batch]`` and arrays of shape
+Every function takes a :class:`~tabdiff_jax.diffusion.schedules.Schedule`, integer timesteps ``t``
+(0-indexed, see :mod:`tabdiff_jax.diffusion.schedules`) of shape ``[*batch]`` and arrays of shape
 ``[*batch, d]``: written for any leading batch shape, so one example (``t`` a scalar, ``x``
 ``[d]``) and a batch (``t`` ``[n]``, ``x`` ``[n, d]``) use the same code.
 
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tabdiff_jax.diffusion.schedules import Schedule, extract
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.schedules import Schedule, extract
 
 VARIANCES = ("fixedlarge", "fixedsmall")
 
