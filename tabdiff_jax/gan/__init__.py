@@ -13,24 +13,21 @@ Options, optimisers, (de)serialisation and epoch timing are shared by every mode
 The estimators are in :mod:`tabdiff_jax.models.gan` and :mod:`tabdiff_jax.models.tvae`.
 """
 
-from tabdiff_jax.gan.conditional import ConditionSampler, build_condition_sampler
-from tabdiff_jax.gan.losses import (
-    clip_weights,
-    critic_loss,
-    generator_loss,
-    gradient_penalty,
-)
-from tabdiff_jax.gan.nets import Critic, Generator, activate, gumbel_softmax
-from tabdiff_jax.gan.train import (
-    GANConfig,
-    GANState,
-    init_gan,
-    make_epoch_fn,
-    make_sample_fn,
-)
+import importlib
 
-__all__ = [
-    "ConditionSampler", "Critic", "GANConfig", "GANState", "Generator", "activate", "build_condition_sampler",
-    "clip_weights", "critic_loss", "generator_loss", "gradient_penalty", "gumbel_softmax", "init_gan",
-    "make_epoch_fn", "make_sample_fn",
-]
+# Imported on first use, so that TVAE (which shares gan.nets' output activation) does not import
+# the GAN training code.
+_LAZY = {
+    "ConditionSampler": "conditional", "build_condition_sampler": "conditional",
+    "clip_weights": "losses", "critic_loss": "losses", "generator_loss": "losses", "gradient_penalty": "losses",
+    "Critic": "nets", "Generator": "nets", "activate": "nets", "gumbel_softmax": "nets",
+    "GANConfig": "train", "GANState": "train", "init_gan": "train", "make_epoch_fn": "train",
+    "make_sample_fn": "train",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tabdiff_jax.gan.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tabdiff_jax.gan' has no attribute {name!r}")
