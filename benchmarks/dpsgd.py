@@ -116,8 +116,8 @@ def jax_steps(net, loss, batch_size, vmap_microbatch):
     common = dict(l2_clip=1.0, noise_multiplier=1.0, expected_batch_size=float(batch_size), graphdef=graphdef)
     return params, {
         "jax_nonprivate": make_nonprivate_step(loss, opt, graphdef=graphdef),
-        "jax_ghost": make_private_step(loss, opt, method="ghost", **common),
-        "jax_vmap": make_private_step(loss, opt, method="vmap", microbatch_size=min(batch_size, vmap_microbatch), **common),
+        "jax_ghost": make_private_step(loss, opt, clipping="ghost", **common),
+        "jax_vmap": make_private_step(loss, opt, clipping="vmap", microbatch_size=min(batch_size, vmap_microbatch), **common),
     }
 
 

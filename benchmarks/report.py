@@ -49,6 +49,33 @@ def speed_section() -> list[str]:
     return out + speed_table(s) + [""]
 
 
+def gpu_speed_section() -> list[str]:
+    """results/speed_gpu.json and results/million*_gpu.json, written by benchmarks/gpu_run.sh on a GPU machine."""
+    s = _load("speed_gpu.json") or {}
+    millions = sorted((m for m in (_load(p.name) for p in RESULTS.glob("million*_gpu.json")) if m and "million" in m),
+                      key=lambda m: m["million"]["rows"])
+    if not (s.get("train") or s.get("sample") or millions):
+        return []
+    m = s.get("machine") or millions[0]["million"]
+    device = m.get("jax_device_kind") or m.get("backend", "?")
+    out = [f"### On a GPU ({device}; `benchmarks/gpu_run.sh`)", ""]
+    if s.get("train") or s.get("sample"):
+        torch_where = m.get("torch_device_name") or m.get("torch_device", "?")
+        like = str(m.get("torch_device", "cpu")).startswith("cpu") == (m.get("backend") == "cpu")
+        out += [f"TabDDPM against the PyTorch reference as above, with JAX {m.get('jax', '?')} on {device} and PyTorch "
+                f"{m.get('torch', '?')} on {torch_where} (`{m.get('torch_device', '?')}`)"
+                + ("" if like else ": **not like for like**, PyTorch is not on the accelerator")
+                + f". Float32 weights; matmul precision: JAX {m.get('jax_matmul_precision')} (XLA's default takes TF32 "
+                  f"on this GPU), PyTorch \"{m.get('torch_matmul_precision', '?')}\". PyTorch's timers are read after "
+                  "`synchronize()`; ours include copying the sampled rows to the host.", ""]
+        out += speed_table({k: s[k] for k in ("train", "sample") if k in s}, cpu_time=False)
+        for e in s.get("errors", []):
+            out += ["", f"Not measured: {e['task']} {e['net']} T = {e['T']} batch {e['batch']:,} ({e['error'][:100]})."]
+    for mm in millions:
+        out += speed_table({"million": mm["million"]})
+    return out + [""]
+
+
 def dpsgd_section() -> list[str]:
     d = _load("dpsgd.json")
     if not d:
@@ -160,8 +187,8 @@ def evaluation_section() -> list[str]:
 
 def markdown() -> str:
     lines = [BEGIN, ""]
-    for part in (tabddpm_quality_section, quality_section, speed_section, dpsgd_section, gan_speed_section,
-                 evaluation_section):
+    for part in (tabddpm_quality_section, quality_section, speed_section, gpu_speed_section, dpsgd_section,
+                 gan_speed_section, evaluation_section):
         lines += part()
     return "\n".join(lines + [END])
 

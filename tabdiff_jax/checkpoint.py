@@ -76,3 +76,37 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: ``step`` steps were done; the run is saved at ``saved_step``."""
+
+    def __init__(self, step: int, saved_step: int, total: int, directory: Path):
+        self.step, self.saved_step, self.total, self.directory = int(step), int(saved_step), int(total), directory
+        where = (f"saved at step {self.saved_step} in {directory}" if self.saved_step > 0
+                 else "no checkpoint was saved")
+        super().__init__(f"interrupted at step {self.step} of {self.total}; {where}")
+
+
+def save_on_interrupt(checkpointer: Checkpointer, step: int, state: PyTree, meta: dict, saved: int) -> int:
+    """Save ``state`` as ``step`` after a Ctrl-C (a second Ctrl-C is ignored while it writes).
+
+    Returns the step now saved: ``step``, or ``saved`` if ``state`` cannot be saved (its buffers
+    were donated to a step that the interrupt cut short).
+    """
+    import signal
+    import threading
+
+    leaves = [leaf for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)]
+    if any(leaf.is_deleted() for leaf in leaves):
+        return saved
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        checkpointer.save(step, state, meta)
+        return step
+    except Exception:  # noqa: BLE001 - the earlier checkpoint is still there
+        return saved
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)

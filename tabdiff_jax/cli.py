@@ -7,42 +7,43 @@ naming the culprit and exit with status 2; ``--debug`` shows the traceback inste
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from typing import Optional, Sequence
 
+from tabdiff_jax import validate
+from tabdiff_jax import cli_support as cs
 from tabdiff_jax.errors import ConfigError, TabdiffError
 
 EXIT_USAGE = 2
 
 
-def _positive(flag: str, cast, noun: str):
-    """An argparse type: ``cast(value)`` that must be > 0 and finite, else an error naming ``flag``."""
+def _flag_type(flag: str, cast, check, noun: str):
+    """An argparse type: ``check(flag, cast(value))`` (a :mod:`tabdiff_jax.validate` check), its
+    failure reported as an argparse error naming ``flag``."""
 
     def parse(value: str):
         try:
-            v = cast(value)
-        except ValueError:
-            v = None
-        if v is None or not v > 0 or v == float("inf"):  # NaN fails "> 0"
-            raise argparse.ArgumentTypeError(f"{flag} expects a positive {noun}, got {value!r}")
-        return v
+            return check(flag, cast(value))
+        except ValueError:  # a failed cast, or the check's ConfigError
+            raise argparse.ArgumentTypeError(f"{flag} expects a positive {noun}, got {value!r}") from None
 
     return parse
 
 
-def _positive_int(flag: str):
-    return _positive(flag, int, "integer")
+def _int_flag(flag: str):
+    return _flag_type(flag, int, validate.positive_int, "integer")
 
 
-def _positive_float(flag: str):
-    return _positive(flag, float, "finite number")
+def _float_flag(flag: str):
+    return _flag_type(flag, float, validate.positive_float, "finite number")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tabdiff_jax import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = cs.OneLineParser(
         prog="tabdiff-jax",
         description="Synthetic mixed-type tables with JAX: fit a generator, sample rows, evaluate them.",
     )
@@ -52,35 +53,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="fit a model on the bundled Adult table, sample, evaluate, write a report")
     demo.add_argument("--out", default="tabdiff-demo", help="output folder (default: ./tabdiff-demo)")
-    demo.add_argument("--steps", type=_positive_int("--steps"), default=None, help="training steps")
+    demo.add_argument("--steps", type=_int_flag("--steps"), default=None, help="training steps")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    fit = sub.add_parser("fit", help="fit a model on a table and save it to a run folder")
+    fit = sub.add_parser("fit", help="fit a model on a table and save it to a run folder", epilog=cs.models_epilog(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     fit.add_argument("data", metavar="DATA", help="a .csv / .parquet file or a bundled name (adult)")
-    fit.add_argument("--model", required=True, help="model name (see `tabdiff-jax fit --help`)")
+    fit.add_argument("--model", required=True, help="model to fit (one of the models listed below)")
     fit.add_argument("--target", default=None, help="target column (default: the bundled table's target)")
-    fit.add_argument("--task", choices=["classification", "regression"], default=None)
-    fit.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
-    fit.add_argument("--steps", type=_positive_int("--steps"), default=None, help="training steps")
-    fit.add_argument("--epochs", type=_positive_int("--epochs"), default=None, help="training epochs (GANs, TVAE)")
-    fit.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None)
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--epsilon", type=_positive_float("--epsilon"), default=None, help="privacy budget (private models)")
-    fit.add_argument("--delta", type=_positive_float("--delta"), default=None, help="privacy delta (default 1e-5)")
+    fit.add_argument("--task", choices=["classification", "regression"], default=None,
+                     help="task of the target (default: inferred from the column)")
+    fit.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write (new or empty)")
+    fit.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    fit.add_argument("--steps", type=_int_flag("--steps"), default=None, help="training steps")
+    fit.add_argument("--epochs", type=_int_flag("--epochs"), default=None, help="training epochs (GANs, TVAE)")
+    fit.add_argument("--batch-size", type=_int_flag("--batch-size"), default=None, help="rows per training batch")
+    fit.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
+    fit.add_argument("--epsilon", type=_float_flag("--epsilon"), default=None, help="privacy budget (private models)")
+    fit.add_argument("--delta", type=_float_flag("--delta"), default=None, help="privacy delta (default 1e-5)")
     fit.add_argument("--numeric", choices=["quantile", "minmax", "standard", "mode_specific"], default=None,
                      help="numeric transform of the preprocessor")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     fit.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu); default: JAX's choice")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument("--max-categories", type=_int_flag("--max-categories"), default=None, metavar="N",
+                     help="most distinct values a categorical column may have (default 1000)")
+    fit.add_argument("--column-kind", type=cs.column_kind, action="append", metavar="COL=KIND",
+                     help="treat COL as KIND (numeric or categorical) instead of inferring it; repeatable")
+    fit.add_argument("--public-bounds", type=cs.public_bounds, action="append", metavar="COL=LO:HI",
+                     help="public range of a numeric column (private models learn nothing from the data); repeatable")
+    fit.add_argument("--public-categories", type=cs.public_categories, action="append", metavar="COL=A,B,C",
+                     help="public labels of a categorical column (private models); repeatable")
+    fit.add_argument("--option", type=cs.option, action="append", metavar="KEY=VALUE",
+                     help="any other model option (VALUE read as JSON where it parses, e.g. lr=0.001, "
+                          "checkpoint_seconds=30); repeatable")
 
     sample = sub.add_parser("sample", help="generate rows from a fitted run folder")
-    sample.add_argument("run_dir", metavar="RUN_DIR")
-    sample.add_argument("-n", "--num-rows", type=_positive_int("-n"), required=True, dest="n")
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `tabdiff-jax fit`")
+    sample.add_argument("-n", "--num-rows", type=_int_flag("-n"), required=True, dest="n", metavar="N",
+                        help="number of rows to generate")
     sample.add_argument("-o", "--output", required=True, help="output .csv or .parquet (written atomically)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="rows per generated chunk")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same rows)")
+    sample.add_argument("--batch-size", type=_int_flag("--batch-size"), default=None, help="rows per generated chunk")
     sample.add_argument("--condition", action="append", default=[], metavar="COL=VALUE",
                         help="fix a categorical column (the target for TabDDPM) to a value; repeatable")
     sample.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu)")
@@ -93,15 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--target", default=None, help="target column")
     ev.add_argument("--json", default=None, help="write the report as JSON here")
     ev.add_argument("--plots", default=None, metavar="DIR", help="write plots into this folder")
+    for command in (demo, fit, sample, ev):  # --debug before or after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return parser
 
 
 def _select_device(device: Optional[str]) -> None:
-    # Must run before jax initialises its backends; the platform name comes from the user.
-    if device:
-        import jax
-
-        jax.config.update("jax_platforms", device.lower())
+    cs.select_device(device)  # before JAX starts; an unknown or absent device is one ConfigError
 
 
 def _parse_conditions(items: Sequence[str]) -> dict:
@@ -115,13 +130,14 @@ def _parse_conditions(items: Sequence[str]) -> dict:
 
 
 def cmd_fit(args) -> int:
+    from tabdiff_jax import runs
+
+    runs.check_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)  # before any work
     _select_device(args.device)
     from tabdiff_jax.datasets import resolve_table
     from tabdiff_jax.models.base import get_model_class
 
     cls = get_model_class(args.model)
-    df, info = resolve_table(args.data)
-    target = args.target if args.target is not None else (info.target if info else None)
     config = {}
     if args.epsilon is not None:
         config["epsilon"] = args.epsilon
@@ -129,31 +145,47 @@ def cmd_fit(args) -> int:
         config["delta"] = args.delta
     if args.numeric is not None:
         config["preprocessor"] = {"numeric": args.numeric}
+    if args.max_categories is not None:
+        config.setdefault("preprocessor", {})["max_categories"] = args.max_categories
     if args.epsilon is None and args.delta is not None:
         raise ConfigError("--delta needs --epsilon")
     fit_kwargs = {k: v for k, v in (("steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
-    model = cls(**config)
+    for name, flag, items in (("column_kinds", "--column-kind", args.column_kind),
+                              ("public_bounds", "--public-bounds", args.public_bounds),
+                              ("public_categories", "--public-categories", args.public_categories)):
+        if items:
+            fit_kwargs[name] = cs.pairs(items, flag)
+    model = cs.build_model(cls, config, cs.pairs(args.option, "--option"))
+    df, info = resolve_table(args.data)
+    target = args.target if args.target is not None else (info.target if info else None)
     t0 = time.perf_counter()
     model.fit(df, target=target, task=args.task, seed=args.seed, run_dir=args.out, resume=args.resume,
-              progress=not args.no_progress, **fit_kwargs)
+              overwrite=args.overwrite, progress=not args.no_progress, **fit_kwargs)
     line = f"fitted {args.model} on {len(df)} rows in {time.perf_counter() - t0:.1f} s -> {args.out}"
     if "epsilon_spent" in model.fit_info:
         line += f" (epsilon spent {model.fit_info['epsilon_spent']:.3f} of {model.fit_info.get('epsilon')})"
-    print(line)
+    from tabdiff_jax.preprocess.inference import summary
+
+    inferred = summary(model.fit_info.get("inferred"))
+    print(line + (f"\ninferred: {inferred}" if inferred else ""))
     return 0
 
 
 def cmd_sample(args) -> int:
+    cs.check_table_output(args.output, "-o")  # before loading or sampling anything
     _select_device(args.device)
     from tabdiff_jax.io import write_table
-    from tabdiff_jax.models.base import load
+    from tabdiff_jax.runs import load_run
 
-    model = load(args.run_dir)
+    model = load_run(args.run_dir)
     kwargs = {}
     if args.batch_size is not None:
         kwargs["batch_size"] = args.batch_size
     conditions = _parse_conditions(args.condition)
-    if conditions:
+    if conditions:  # the text of a value -> a label of the column's type ('1' -> 1 for a 0/1 target)
+        from tabdiff_jax.preprocess.inference import typed_conditions
+
+        conditions = typed_conditions(model, conditions)
         kwargs["condition"] = conditions
     t0 = time.perf_counter()
     df = model.sample(args.n, seed=args.seed, **kwargs)
@@ -168,6 +200,8 @@ def cmd_evaluate(args) -> int:
     report = evaluate_files(args.real, args.synthetic, test_path=args.test, holdout_path=args.holdout,
                             target=args.target, json_out=args.json, plots_dir=args.plots)
     print(report.summary_table())
+    for note in report.to_dict().get("notes", []):  # what was skipped, what the holdout was
+        print(f"note: {note}")
     return 0
 
 
@@ -181,6 +215,17 @@ def cmd_demo(args) -> int:
 COMMANDS = {"fit": cmd_fit, "sample": cmd_sample, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
+def _interrupted(exc: KeyboardInterrupt, argv: Optional[Sequence[str]]) -> str:
+    """One line for Ctrl-C: where the run was saved and the command that continues it."""
+    from tabdiff_jax.checkpoint import TrainingInterrupted
+
+    if not isinstance(exc, TrainingInterrupted) or exc.saved_step <= 0:
+        return "interrupted" + (f" ({exc}); nothing was saved" if str(exc) else "")
+    words = [w for w in (sys.argv[1:] if argv is None else list(argv)) if w != "--overwrite"]
+    command = " ".join(shlex.quote(w) for w in ["tabdiff-jax", *words, *([] if "--resume" in words else ["--resume"])])
+    return f"{exc}; continue with: {command}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -188,14 +233,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args)
-    except (TabdiffError, FileNotFoundError) as exc:
+        with cs.one_line_warnings():
+            return COMMANDS[args.command](args)
+    except (TabdiffError, OSError) as exc:  # OSError: a file the user named cannot be read or written
         if args.debug:
             raise
-        print(f"tabdiff-jax {args.command}: error: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"tabdiff-jax {args.command}: error: {cs.with_flag_hints(text)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"tabdiff-jax {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        print(f"tabdiff-jax {args.command}: {_interrupted(exc, argv)}", file=sys.stderr)
         return 130
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -64,4 +65,9 @@ def resolve_table(spec: str) -> tuple[pd.DataFrame, DatasetInfo | None]:
     if str(spec).lower() in BUNDLED and not Path(spec).exists():
         info = BUNDLED[str(spec).lower()]
         return _read_bundled(info.train_file), info
+    if not Path(spec).exists():
+        close = difflib.get_close_matches(str(spec).lower(), list(BUNDLED), n=1, cutoff=0.6)
+        if close:
+            raise DataError(f"{spec}: no such file; did you mean the bundled table {close[0]!r}?")
+        raise DataError(f"{spec}: no such file (bundled tables: {', '.join(sorted(BUNDLED))})")
     return load_table(spec), None

@@ -56,7 +56,8 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
     print(f"preprocessor round trip: {round_trip_check(train)}")
 
     t0 = time.perf_counter()
-    model = TabDDPM(**options).fit(train, target=info.target, seed=seed, run_dir=out / "model", progress=progress)
+    model = TabDDPM(**options).fit(train, target=info.target, seed=seed, run_dir=out / "model",
+                                   overwrite=True, progress=progress)  # a second demo replaces the first
     t_fit = time.perf_counter() - t0
     loss = model.fit_info.get("final_loss") or {}
     loss_text = ", ".join(f"{k} {v:.4f}" for k, v in loss.items()) if isinstance(loss, dict) else str(loss)

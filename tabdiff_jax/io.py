@@ -47,6 +47,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def stage_file(directory: str, name: str, write) -> tuple[str, str]:
+    """Write a file under a temporary name in ``directory`` (``write(binary file)``); return
+    (temporary path, final path) for the caller to rename once all its files are written."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+    except BaseException:
+        os.remove(tmp)
+        raise
+    return tmp, os.path.join(directory, name)
+
+
 def _json_default(obj: Any):
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -99,7 +112,8 @@ def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
     suffix = _suffix(path)
     try:
         if suffix in (".csv", ".csv.gz"):
-            df = pd.read_csv(path, **read_kwargs)
+            _check_csv_header(path, read_kwargs)
+            df = _integers_with_gaps(path, pd.read_csv(path, **read_kwargs), read_kwargs)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path, **read_kwargs)
         else:
@@ -110,6 +124,38 @@ def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable table ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if df.shape[1] == 0:
         raise DataError(f"{path}: the table has no columns")
+    return df
+
+
+def _check_csv_header(path: Path, read_kwargs: dict) -> None:
+    """Refuse duplicate names in a CSV header (pandas would silently rename ``a,a`` to ``a,a.1``)."""
+    if read_kwargs.get("header", "infer") not in ("infer", 0) or "names" in read_kwargs:
+        return
+    sep = read_kwargs.get("sep", read_kwargs.get("delimiter", ","))
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep)
+    names = [str(v).strip() for v in header.iloc[0]] if len(header) else []
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{path}: duplicate column name(s) {dup!r} in the header; rename them so each is unique")
+
+
+def _integers_with_gaps(path: Path, df: pd.DataFrame, read_kwargs: dict) -> pd.DataFrame:
+    """CSV columns of integers with blanks (which pandas reads as floats) -> nullable ``Int64``.
+
+    A float column qualifies when it has missing values, every present value is a whole number and
+    its text has no decimal point or exponent (``3`` is an integer, ``3.0`` stays a float).
+    """
+    candidates = [c for c in df.columns if df[c].dtype.kind == "f" and df[c].isna().any() and df[c].notna().any()]
+    candidates = [c for c in candidates if np.all(np.mod(df[c].dropna().to_numpy(), 1) == 0)
+                  and np.abs(df[c].dropna().to_numpy()).max() < 2.0**53]
+    if not candidates or any(k in read_kwargs for k in ("names", "usecols", "dtype", "converters", "header")):
+        return df
+    text = pd.read_csv(path, usecols=candidates, dtype=str, keep_default_na=True,
+                       sep=read_kwargs.get("sep", read_kwargs.get("delimiter", ",")))
+    for c in candidates:
+        present = text[c].dropna().str.strip()
+        if len(present) and not present.str.contains(r"[.eE]", regex=True).any():
+            df[c] = df[c].astype("Int64")
     return df
 
 

@@ -47,10 +47,6 @@ def use_tape(tape: Tape):
         _ACTIVE_TAPE = previous
 
 
-def active_tape() -> Optional[Tape]:
-    return _ACTIVE_TAPE
-
-
 def _uniform(key, shape, bound, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 

@@ -76,11 +76,3 @@ def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:
         return tree
     return jax.device_put(tree, replicated(mesh))
 
-
-def shard_rows(tree: Any, mesh: Optional[Mesh]) -> Any:
-    """Place every leaf of ``tree`` split by rows over ``mesh`` (rows must divide evenly)."""
-    if mesh is None:
-        return tree
-    for leaf in jax.tree.leaves(tree):
-        check_divisible(int(leaf.shape[0]), mesh, name="rows")
-    return jax.device_put(tree, row_sharded(mesh))

@@ -21,8 +21,9 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
+
+from tabdiff_jax.blocks import block_argmax, block_offsets, onehot
 
 CATEGORY = "category"
 MISSING = "missing"
@@ -73,7 +74,7 @@ class TableLayout:
     @property
     def onehot_offsets(self) -> tuple[int, ...]:
         """Start of each one-hot block inside the one-hot part (not counting the numeric block)."""
-        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.categorical_sizes)[:-1]]).astype(int)) if self.categorical_sizes else ()
+        return block_offsets(self.categorical_sizes)
 
     @property
     def onehot_dim(self) -> int:
@@ -140,11 +141,9 @@ class EncodedTable:
 
 
 def to_onehot(codes: jax.Array, layout: TableLayout, dtype=jnp.float32) -> jax.Array:
-    """Int codes ``[n, num_categorical]`` -> concatenated one-hot blocks ``[n, onehot_dim]``."""
-    if layout.num_categorical == 0:
-        return jnp.zeros(codes.shape[:-1] + (0,), dtype)
-    blocks = [jax.nn.one_hot(codes[..., j], size, dtype=dtype) for j, size in enumerate(layout.categorical_sizes)]
-    return jnp.concatenate(blocks, axis=-1)
+    """Int codes ``[n, num_categorical]`` -> concatenated one-hot blocks ``[n, onehot_dim]``
+    (:func:`tabdiff_jax.blocks.onehot` of the layout's block sizes)."""
+    return onehot(codes, layout.categorical_sizes, dtype)
 
 
 def split_onehot(x: jax.Array, layout: TableLayout) -> list[jax.Array]:
@@ -160,11 +159,7 @@ def to_dense(table: EncodedTable, dtype=jnp.float32) -> jax.Array:
 def from_dense(x: jax.Array, layout: TableLayout) -> EncodedTable:
     """Inverse of :func:`to_dense`; each one-hot block (or logits / probabilities) goes through argmax."""
     numeric = x[..., : layout.num_numeric].astype(jnp.float32)
-    onehot = x[..., layout.num_numeric:]
-    if layout.num_categorical:
-        codes = jnp.stack([jnp.argmax(b, axis=-1) for b in split_onehot(onehot, layout)], axis=-1).astype(jnp.int32)
-    else:
-        codes = jnp.zeros(x.shape[:-1] + (0,), jnp.int32)
+    codes = block_argmax(x[..., layout.num_numeric:], layout.categorical_sizes)
     return EncodedTable(numeric=numeric, categorical=codes, layout=layout)
 
 
@@ -192,14 +187,3 @@ def merge_target(features: EncodedTable, y: Optional[jax.Array], layout: TableLa
     merged = jnp.concatenate([codes[:, :i], y, codes[:, i:]], axis=1)
     return EncodedTable(features.numeric, merged, layout)
 
-
-def concat_tables(tables: list[EncodedTable]) -> EncodedTable:
-    """Stack encoded tables with the same layout along the row axis."""
-    layout = tables[0].layout
-    if any(t.layout != layout for t in tables):
-        raise ValueError("cannot concatenate encoded tables with different layouts")
-    return EncodedTable(
-        numeric=jnp.concatenate([t.numeric for t in tables], axis=0),
-        categorical=jnp.concatenate([t.categorical for t in tables], axis=0),
-        layout=layout,
-    )

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from tabdiff_jax.checkpoint import Checkpointer
+from tabdiff_jax.checkpoint import Checkpointer, TrainingInterrupted, save_on_interrupt
 from tabdiff_jax.errors import ConfigError, DataError
+from tabdiff_jax.progress import progress_bar
 
 PyTree = Any
 OPTIMIZERS = ("adam", "rmsprop")
@@ -46,6 +46,7 @@ def run_training(
     key: jax.Array,
     run_dir: Optional[str | Path] = None,
     checkpoint_every: int = 1000,
+    checkpoint_seconds: Optional[float] = 60.0,
     keep: int = 3,
     resume: bool = False,
     progress: bool = True,
@@ -63,6 +64,9 @@ def run_training(
       key: the run's PRNG key; step ``s`` uses ``fold_in(key, s)``.
       run_dir: where checkpoints go (``run_dir/checkpoints``); ``None`` for no checkpoints.
       checkpoint_every: save every this many steps, and at the end.
+      checkpoint_seconds: also save when this many seconds have passed since the last save
+        (``None``: steps only). On Ctrl-C the state of the last finished step is saved too, and
+        :class:`TrainingInterrupted` (a KeyboardInterrupt) says where.
       keep: number of checkpoints kept.
       resume: continue from the latest checkpoint in ``run_dir`` if there is one.
       progress: show a tqdm progress bar (steps/s and the latest metrics).
@@ -77,27 +81,43 @@ def run_training(
       The final state and the logged history ``[(step, metrics), ...]``.
 
     Raises:
-      ConfigError: ``num_steps`` < 0, or ``resume`` without ``run_dir``.
+      ConfigError: ``num_steps`` < 0, ``resume`` without ``run_dir``, or checkpoints in ``run_dir``
+        without ``resume``.
+      DataError: ``resume`` from a checkpoint that does not fit ``state``.
+      TrainingInterrupted: Ctrl-C (after saving a checkpoint when ``run_dir`` is given).
     """
     if num_steps < 0:
         raise ConfigError(f"num_steps must be >= 0, got {num_steps}")
     if resume and run_dir is None:
         raise ConfigError("resume=True needs a run_dir holding the checkpoints")
+    if checkpoint_seconds is not None and not float(checkpoint_seconds) >= 0:
+        raise ConfigError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds!r}")
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints", keep=keep) if run_dir is not None else None
     start = 0
     history: list[tuple[int, dict]] = []
-    if checkpointer is not None and resume and checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(state)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        if not resume:  # refused now, not after training (orbax would not overwrite the steps)
+            checkpointer.close()
+            raise ConfigError(f"{checkpointer.directory} already holds checkpoints (last step "
+                              f"{checkpointer.latest_step()}): resume that run or use an empty folder")
+        try:
+            state, meta = checkpointer.restore(state)
+        except Exception as exc:  # a checkpoint of another model or table: one line, not orbax's traceback
+            checkpointer.close()
+            raise DataError(f"{checkpointer.directory}: the checkpoint does not fit this model and table "
+                            f"({type(exc).__name__}); fit into a new folder") from exc
         start = int(checkpointer.latest_step())
         history = [(int(s), m) for s, m in meta.get("history", [])]
-    bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(num_steps, start, desc, progress)
     t0, step = time.perf_counter(), start
+    saved, last_save, completed = start, t0, start
     try:
         for step in range(start, num_steps):
             if stop_fn is not None and stop_fn(step, state):
                 break
-            state, metrics = step_fn(state, jax.random.fold_in(key, step))
             done = step + 1
+            state, metrics = step_fn(state, jax.random.fold_in(key, step))
+            completed = done  # no interrupt can land between these two statements
             if done % log_every == 0 or done == num_steps:
                 host = _to_host(metrics)
                 history.append((done, host))
@@ -105,12 +125,20 @@ def run_training(
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix({"steps/s": f"{(done - start) / max(elapsed, 1e-9):.1f}", **_fmt(host), **(extra or {})})
             bar.update(1)
-            if checkpointer is not None and (done % checkpoint_every == 0 or done == num_steps):
+            due = checkpoint_seconds is not None and time.perf_counter() - last_save >= checkpoint_seconds
+            if checkpointer is not None and (done % checkpoint_every == 0 or done == num_steps or due):
                 checkpointer.save(done, state, {"history": history})
+                saved, last_save = done, time.perf_counter()
         else:
             step = num_steps
         if checkpointer is not None and step != num_steps and step > start:
             checkpointer.save(step, state, {"history": history})
+    except KeyboardInterrupt:
+        if checkpointer is None:
+            raise
+        if completed > saved:
+            saved = save_on_interrupt(checkpointer, completed, state, {"history": history}, saved)
+        raise TrainingInterrupted(completed, saved, num_steps, checkpointer.directory) from None
     finally:
         bar.close()
         if checkpointer is not None:

@@ -154,17 +154,18 @@ def wgan_run():
 
 def test_wgan_weights_stay_within_clip(wgan_run):
     start, state, metrics, *_ = wgan_run
-    leaves = jax.tree.leaves(state.critic)
+    leaves = jax.tree.leaves(state.critic.params)
     assert max(float(jnp.max(jnp.abs(p))) for p in leaves) <= 0.01 + 1e-7
     # training moved them (the clip is not vacuous: the update is large enough to hit it)
-    assert any(float(jnp.max(jnp.abs(a - b))) > 1e-4 for a, b in zip(leaves, jax.tree.leaves(start.critic)))
+    assert any(float(jnp.max(jnp.abs(a - b))) > 1e-4 for a, b in zip(leaves, jax.tree.leaves(start.critic.params)))
     assert any(bool(jnp.any(jnp.abs(p) == 0.01)) for p in leaves)
     assert int(state.step) == 6 and set(metrics) == {"critic_loss", "generator_loss"}
+    assert int(state.critic.step) == 6 * 5  # n_critic critic updates per generator update
 
 
 def test_sample_fn_hard_rows(wgan_run):
     _, state, _, gen_def, config = wgan_run
-    rows = make_sample_fn(gen_def, LAYOUT, config)(state.generator, None, jax.random.key(0), 32)
+    rows = make_sample_fn(gen_def, LAYOUT, config)(state.generator.params, None, jax.random.key(0), 32)
     assert rows.shape == (32, LAYOUT.dense_dim)
     for block in split_onehot(rows[:, 2:], LAYOUT):
         np.testing.assert_array_equal(block.sum(-1), 1.0)

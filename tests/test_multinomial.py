@@ -1,10 +1,13 @@
-"""Multinomial diffusion in log space: closed forms, normalisation, sampling and stability."""
+"""Multinomial diffusion: the library's fast paths against closed forms and the log-space reference."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import multinomial_reference as log_space
+
+from tabdiff_jax import blocks
 from tabdiff_jax.diffusion import multinomial as mn
 from tabdiff_jax.diffusion.schedules import make_schedule
 from tabdiff_jax.table import TableLayout, to_onehot
@@ -27,33 +30,33 @@ def _mix(a, onehot, K):
 def test_log1mexp_accuracy_and_gradients():
     a = jnp.array([-1e-7, -1e-4, -0.5, -0.6931, -0.7, -5.0, -30.0, -90.0])
     a64 = np.asarray(a, np.float64)
-    ref = np.where(a64 > -np.log(2), np.log(-np.expm1(a64)), np.log1p(-np.exp(a64)))
-    np.testing.assert_allclose(mn.log1mexp(a), ref, rtol=1e-5, atol=1e-30)
-    assert np.all(np.isfinite(jax.vmap(jax.grad(mn.log1mexp))(a)))
+    want = np.where(a64 > -np.log(2), np.log(-np.expm1(a64)), np.log1p(-np.exp(a64)))
+    np.testing.assert_allclose(log_space.log1mexp(a), want, rtol=1e-5, atol=1e-30)
+    assert np.all(np.isfinite(jax.vmap(jax.grad(log_space.log1mexp))(a)))
 
 
 def test_block_algebra_against_numpy():
     x = jax.random.normal(jax.random.key(0), (4, SPEC.onehot_dim)) * 30
-    lse = np.asarray(mn.block_logsumexp(x, SPEC))
+    lse = np.asarray(blocks.block_logsumexp(x, SPEC.sizes))
     for b, blk in enumerate(_blocks(x)):
         np.testing.assert_allclose(lse[:, b], np.log(blk.sum(-1)), rtol=1e-5)
-    for blk in _blocks(mn.normalize(x, SPEC)):
+    for blk in _blocks(log_space.normalize(x, SPEC)):
         np.testing.assert_allclose(blk.sum(-1), 1.0, rtol=1e-5)
-    padded = mn.to_padded(x, SPEC)
+    padded = log_space.to_padded(x, SPEC)
     assert padded.shape == (4, 3, 5) and float(padded[0, 2, 4]) == mn.NEG
     np.testing.assert_array_equal(padded[:, 1], x[:, 3:8])
     codes = jnp.array([[2, 4, 1], [0, 0, 0]])
     layout = TableLayout(categorical_names=("a", "b", "c"), categorical_sizes=SPEC.sizes,
                          categorical_roles=("category",) * 3)
-    np.testing.assert_array_equal(mn.onehot_flat(codes, SPEC), to_onehot(codes, layout))
-    np.testing.assert_array_equal(np.exp(mn.log_onehot(codes, SPEC)), to_onehot(codes, layout))
-    np.testing.assert_allclose(mn.log_likelihood(codes, x[:2], SPEC), [[x[0, 2], x[0, 7], x[0, 9]], [x[1, 0], x[1, 3], x[1, 8]]])
+    np.testing.assert_array_equal(blocks.onehot(codes, SPEC.sizes), to_onehot(codes, layout))
+    np.testing.assert_array_equal(np.exp(log_space.log_onehot(codes, SPEC)), to_onehot(codes, layout))
+    np.testing.assert_allclose(log_space.log_likelihood(codes, x[:2], SPEC), [[x[0, 2], x[0, 7], x[0, 9]], [x[1, 0], x[1, 3], x[1, 8]]])
 
 
 @pytest.mark.parametrize("t", [0, 10, 49])
 def test_q_pred_closed_form(t):
     codes = jnp.array([[2, 4, 1], [0, 1, 0]])
-    log_q = mn.q_pred(S, mn.log_onehot(codes, SPEC), jnp.array([t, t]), SPEC)
+    log_q = log_space.q_pred(S, log_space.log_onehot(codes, SPEC), jnp.array([t, t]), SPEC)
     for b, (p, K) in enumerate(zip(_blocks(log_q), SPEC.sizes)):
         np.testing.assert_allclose(p, _mix(ABAR[t], np.eye(K)[np.asarray(codes[:, b])], K), rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
@@ -73,7 +76,7 @@ def test_q_posterior_matches_bayes_and_normalises(t, s):
     codes0 = jnp.asarray(rng.integers(0, SPEC.sizes, size=(4, 3)), jnp.int32)
     codes_t = jnp.asarray(rng.integers(0, SPEC.sizes, size=(4, 3)), jnp.int32)
     tt, ss = jnp.full((4,), t), (None if s is None else jnp.full((4,), s))
-    post = jax.jit(mn.q_posterior, static_argnums=4)(S, mn.log_onehot(codes0, SPEC), codes_t, tt, SPEC, ss)
+    post = jax.jit(log_space.q_posterior, static_argnums=4)(S, log_space.log_onehot(codes0, SPEC), codes_t, tt, SPEC, ss)
     s_eff = t - 1 if s is None else s
     for b, (p, K) in enumerate(zip(_blocks(post), SPEC.sizes)):
         np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
@@ -83,20 +86,20 @@ def test_q_posterior_matches_bayes_and_normalises(t, s):
 
 
 def test_skip_posterior_with_previous_step_equals_one_step():
-    log_x0 = mn.normalize(jax.random.normal(jax.random.key(3), (6, SPEC.onehot_dim)), SPEC)  # a soft prediction
+    log_x0 = log_space.normalize(jax.random.normal(jax.random.key(3), (6, SPEC.onehot_dim)), SPEC)  # a soft prediction
     codes_t = jax.random.randint(jax.random.key(4), (6, 3), 0, 2)
     t = jnp.array([1, 2, 10, 25, 40, 49])
-    post = jax.jit(mn.q_posterior, static_argnums=4)
+    post = jax.jit(log_space.q_posterior, static_argnums=4)
     a = post(S, log_x0, codes_t, t, SPEC)
     b = post(S, log_x0, codes_t, t, SPEC, t - 1)
     np.testing.assert_allclose(np.exp(a), np.exp(b), atol=2e-5)
 
 
 def test_kl_zero_for_equal_and_closed_form_otherwise():
-    lp = mn.normalize(jax.random.normal(jax.random.key(0), (5, SPEC.onehot_dim)), SPEC)
-    lq = mn.normalize(jax.random.normal(jax.random.key(1), (5, SPEC.onehot_dim)), SPEC)
-    np.testing.assert_allclose(mn.kl(lp, lp, SPEC), 0.0, atol=1e-6)
-    k = np.asarray(mn.kl(lp, lq, SPEC))
+    lp = log_space.normalize(jax.random.normal(jax.random.key(0), (5, SPEC.onehot_dim)), SPEC)
+    lq = log_space.normalize(jax.random.normal(jax.random.key(1), (5, SPEC.onehot_dim)), SPEC)
+    np.testing.assert_allclose(log_space.kl(lp, lp, SPEC), 0.0, atol=1e-6)
+    k = np.asarray(log_space.kl(lp, lq, SPEC))
     assert k.shape == (5, 3) and np.all(k > 0)
     for b, (p, q) in enumerate(zip(_blocks(lp), _blocks(lq))):
         np.testing.assert_allclose(k[:, b], np.sum(p * np.log(p / q), -1), rtol=1e-4, atol=1e-6)
@@ -107,13 +110,13 @@ def test_vb_terms_zero_for_perfect_prediction_and_nll_at_t0():
     t = jnp.array([5, 30, 49])
     vb_terms = jax.jit(mn.vb_terms, static_argnums=5)
     codes_t = mn.q_sample(jax.random.key(0), S, codes0, t, SPEC)
-    perfect = 30.0 * mn.onehot_flat(codes0, SPEC)  # logits with (almost) all mass on x0
+    perfect = 30.0 * blocks.onehot(codes0, SPEC.sizes)  # logits with (almost) all mass on x0
     np.testing.assert_allclose(vb_terms(S, perfect, codes0, codes_t, t, SPEC), 0.0, atol=1e-5)
     logits = jax.random.normal(jax.random.key(1), (3, SPEC.onehot_dim))
     t0 = jnp.zeros((3,), jnp.int32)
     nll = np.asarray(vb_terms(S, logits, codes0, codes0, t0, SPEC))
     # at t = 0: p(x_0 = j | x_1) is proportional to softmax(logits)_j q(x_1 | x_0 = j)
-    for b, (p, K) in enumerate(zip(_blocks(mn.normalize(logits, SPEC)), SPEC.sizes)):
+    for b, (p, K) in enumerate(zip(_blocks(log_space.normalize(logits, SPEC)), SPEC.sizes)):
         for i in range(3):
             c = int(codes0[i, b])
             post = p[i] * _mix(1 - float(S.betas[0]), np.eye(K)[c], K)
@@ -131,14 +134,14 @@ def test_vb_terms_equal_the_flat_posterior_composition():
     logits = 4.0 * jax.random.normal(jax.random.key(9), (n, spec.onehot_dim))
 
     def flat(logits):
-        log_true = mn.q_posterior(schedule, mn.log_onehot(codes0, spec), codes_t, t, spec)
-        log_model = mn.p_posterior(schedule, logits, codes_t, t, spec)
-        nll = -mn.log_likelihood(codes0, log_model, spec)
-        return jnp.where((t == 0)[:, None], nll, mn.kl(log_true, log_model, spec))
+        log_true = log_space.q_posterior(schedule, log_space.log_onehot(codes0, spec), codes_t, t, spec)
+        log_model = log_space.p_posterior(schedule, logits, codes_t, t, spec)
+        nll = -log_space.log_likelihood(codes0, log_model, spec)
+        return jnp.where((t == 0)[:, None], nll, log_space.kl(log_true, log_model, spec))
 
-    blocks = lambda lg: mn.vb_terms(schedule, lg, codes0, codes_t, t, spec)
-    np.testing.assert_allclose(jax.jit(blocks)(logits), jax.jit(flat)(logits), rtol=1e-5, atol=1e-6)
-    g_blocks = jax.jit(jax.grad(lambda lg: jnp.sum(blocks(lg))))(logits)
+    per_block = lambda lg: mn.vb_terms(schedule, lg, codes0, codes_t, t, spec)
+    np.testing.assert_allclose(jax.jit(per_block)(logits), jax.jit(flat)(logits), rtol=1e-5, atol=1e-6)
+    g_blocks = jax.jit(jax.grad(lambda lg: jnp.sum(per_block(lg))))(logits)
     g_flat = jax.jit(jax.grad(lambda lg: jnp.sum(flat(lg))))(logits)
     np.testing.assert_allclose(g_blocks, g_flat, rtol=1e-4, atol=1e-6)
 
@@ -153,7 +156,7 @@ def test_gumbel_and_q_sample_frequencies():
     n = 40_000
     probs = [np.array([0.2, 0.5, 0.3]), np.array([0.1, 0.1, 0.1, 0.1, 0.6]), np.array([0.9, 0.1])]
     log_p = jnp.log(jnp.asarray(np.concatenate(probs), jnp.float32))
-    codes = jax.jit(mn.sample, static_argnums=2)(jax.random.key(0), jnp.broadcast_to(log_p, (n, 10)), SPEC)
+    codes = jax.jit(log_space.sample, static_argnums=2)(jax.random.key(0), jnp.broadcast_to(log_p, (n, 10)), SPEC)
     for b, p in enumerate(probs):
         _check_freq(codes[:, b], p)
     codes0 = jnp.broadcast_to(jnp.array([2, 0, 1]), (n, 3))
@@ -163,7 +166,7 @@ def test_gumbel_and_q_sample_frequencies():
 
 
 def test_kl_prior_small_at_T():
-    kp = mn.kl_prior(S, jnp.array([[2, 4, 1]]), SPEC)
+    kp = log_space.kl_prior(S, jnp.array([[2, 4, 1]]), SPEC)
     assert kp.shape == (1, 3) and np.all(np.asarray(kp) >= 0) and np.all(np.asarray(kp) < 1e-3)
 
 
@@ -180,7 +183,7 @@ def test_no_nan_with_100_blocks_of_50_at_T1000():
 
     value, grad = jax.jit(jax.value_and_grad(loss))(logits)
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
-    post = jax.jit(lambda c0, ct: mn.q_posterior(schedule, mn.log_onehot(c0, spec), ct, t, spec))(codes0, codes_t)
+    post = jax.jit(lambda c0, ct: log_space.q_posterior(schedule, log_space.log_onehot(c0, spec), ct, t, spec))(codes0, codes_t)
     sums = np.exp(np.asarray(post, np.float64)).reshape(8, 100, 50).sum(-1)
     assert np.all(np.isfinite(np.asarray(post)))
     np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
@@ -194,7 +197,7 @@ def test_probability_space_posterior_equals_log_space(t, s):
     codes_t = jax.random.randint(jax.random.key(100 + t), (n, 3), 0, 2)
     tt = jnp.full((n,), t)
     ss = None if s is None else jnp.full((n,), s)
-    log_p = mn.p_posterior(S, logits, codes_t, tt, SPEC, ss)
+    log_p = log_space.p_posterior(S, logits, codes_t, tt, SPEC, ss)
     # the sampler passes one scalar timestep for the whole chunk
     probs = jax.jit(mn.posterior_probs, static_argnums=4)(S, logits, codes_t, jnp.int32(t), SPEC,
                                                            None if s is None else jnp.int32(s))

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.privacy.clipping import (
-    check_l2_clip,
     clip_factors,
     clip_per_example,
     clipped_sum,
@@ -103,4 +103,4 @@ def test_clip_factors_formula_and_per_example_norms():
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "x"])
 def test_bad_clip_norm_raises(bad):
     with pytest.raises(ConfigError, match="l2_clip"):
-        check_l2_clip(bad)
+        validate.positive_float("l2_clip", bad)

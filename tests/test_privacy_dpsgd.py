@@ -33,7 +33,7 @@ def test_without_noise_or_clipping_the_step_is_sgd_on_the_sum_over_expected_batc
     params, batch = _setup()
     mask = jnp.arange(B) < 10
     dp = make_private_step(linear_loss, optax.sgd(1.0), l2_clip=1e6, noise_multiplier=0.0,
-                           expected_batch_size=8.0, method="vmap")
+                           expected_batch_size=8.0, clipping="vmap")
     state, metrics = dp.step(dp.init(params), batch, mask, jax.random.key(0))
     x, y = batch
     total = lambda p: jnp.sum(jnp.where(mask, linear_loss(p, batch, None), 0.0))
@@ -54,7 +54,7 @@ def test_empty_batch_is_pure_noise_and_compiles_once():
 
     sigma, clip, ebs = 2.0, 0.5, 4.0
     dp = make_private_step(loss, optax.sgd(1.0), l2_clip=clip, noise_multiplier=sigma, expected_batch_size=ebs,
-                           method="vmap")
+                           clipping="vmap")
     state = dp.init(params)
     empty, _ = dp.step(state, batch, jnp.zeros(B, bool), jax.random.key(1))
     some, _ = dp.step(state, batch, jnp.arange(B) < 5, jax.random.key(2))
@@ -94,11 +94,11 @@ def test_nonprivate_step_is_mean_gradient():
     (dict(l2_clip=0.0), "l2_clip"),
     (dict(noise_multiplier=-0.1), "noise_multiplier"),
     (dict(expected_batch_size=0), "expected_batch_size"),
-    (dict(method="opacus"), "method"),
-    (dict(method="ghost"), "graphdef"),
+    (dict(clipping="opacus"), "clipping"),
+    (dict(clipping="ghost"), "graphdef"),
 ])
 def test_bad_arguments_raise(kwargs, match):
-    args = dict(l2_clip=1.0, noise_multiplier=1.0, expected_batch_size=8.0, method="vmap")
+    args = dict(l2_clip=1.0, noise_multiplier=1.0, expected_batch_size=8.0, clipping="vmap")
     args.update(kwargs)
     with pytest.raises(ConfigError, match=match):
         make_private_step(linear_loss, optax.sgd(1.0), **args)

@@ -94,7 +94,7 @@ def _data(seed=0, nan_row=None):
 def test_ghost_matches_vmap(net, loss):
     graphdef, params = nnx.split(net(nnx.Rngs(0)), nnx.Param)
     batch, keys, mask = _data()
-    f = jax.jit(lambda p, c: [clipped_grad_sum(loss, p, batch, keys, mask, l2_clip=c, method=m, graphdef=graphdef)
+    f = jax.jit(lambda p, c: [clipped_grad_sum(loss, p, batch, keys, mask, l2_clip=c, clipping=m, graphdef=graphdef)
                               for m in ("ghost", "vmap")])
     for l2_clip in (0.3, 1e4):  # clipping every row, and clipping none
         (gs, gstats, glosses), (vs, vstats, vlosses) = f(params, l2_clip)
@@ -113,7 +113,7 @@ def test_private_steps_agree_on_the_final_update():
     outs = []
     for method in ("ghost", "vmap"):
         dp = make_private_step(mlp_loss, optax.sgd(0.1), l2_clip=0.5, noise_multiplier=1.3,
-                               expected_batch_size=8.0, method=method, graphdef=graphdef)
+                               expected_batch_size=8.0, clipping=method, graphdef=graphdef)
         state, metrics = dp.step(dp.init(params), batch, mask, jax.random.key(5))
         outs.append((state, metrics))
     for a, b in zip(jax.tree.leaves(outs[0][0].params), jax.tree.leaves(outs[1][0].params)):
@@ -125,7 +125,7 @@ def test_private_steps_agree_on_the_final_update():
 def test_nan_example_and_padding_contribute_zero_in_both_paths():
     graphdef, params = nnx.split(MLP(nnx.Rngs(0)), nnx.Param)
     batch, keys, mask = _data(nan_row=2)
-    f = jax.jit(lambda b, m: [clipped_grad_sum(mlp_loss, params, b, keys, m, l2_clip=1.0, method=method,
+    f = jax.jit(lambda b, m: [clipped_grad_sum(mlp_loss, params, b, keys, m, l2_clip=1.0, clipping=method,
                                                graphdef=graphdef) for method in ("ghost", "vmap")])
     with_nan, without = f(batch, mask), f(batch, mask.at[2].set(False))
     x, y = batch
@@ -178,9 +178,9 @@ def test_uncovered_parameters_and_unbatched_layers_raise(net, match):
     graphdef, params = nnx.split(net(nnx.Rngs(0)), nnx.Param)
     batch, keys, mask = _data()
     with pytest.raises(ConfigError, match=match):
-        clipped_grad_sum(mlp_loss, params, batch, keys, mask, l2_clip=1.0, method="ghost", graphdef=graphdef)
+        clipped_grad_sum(mlp_loss, params, batch, keys, mask, l2_clip=1.0, clipping="ghost", graphdef=graphdef)
     if net is RawParam:  # the vmap path handles any parameter
-        s, _, _ = jax.jit(lambda p: clipped_grad_sum(mlp_loss, p, batch, keys, mask, l2_clip=1.0, method="vmap",
+        s, _, _ = jax.jit(lambda p: clipped_grad_sum(mlp_loss, p, batch, keys, mask, l2_clip=1.0, clipping="vmap",
                                                      graphdef=graphdef))(params)
         assert jax.tree.structure(s) == jax.tree.structure(params)
         assert float(jnp.sum(jnp.abs(s["gain"]))) > 0

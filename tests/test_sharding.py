@@ -250,7 +250,7 @@ DPSGD_SCRIPT = textwrap.dedent(
     for method in ("ghost", "vmap"):
         def run(mesh):
             dp = make_private_step(make_loss(3), optax.adam(1e-2), l2_clip=0.5, noise_multiplier=1.3,
-                                   expected_batch_size=12.0, method=method, graphdef=graphdef, mesh=mesh)
+                                   expected_batch_size=12.0, clipping=method, graphdef=graphdef, mesh=mesh)
             state = replicate(dp.init(params), mesh)
             step = dp.step.lower(state, x, mask, jax.random.key(0)).compile()
             for i in range(3):

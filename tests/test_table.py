@@ -6,7 +6,6 @@ import pytest
 from tabdiff_jax.table import (
     EncodedTable,
     TableLayout,
-    concat_tables,
     from_dense,
     merge_target,
     split_target,
@@ -74,5 +73,3 @@ def test_encoded_table_is_a_pytree_with_static_layout():
     doubled = jax.jit(lambda x: EncodedTable(x.numeric * 2, x.categorical, x.layout))(t)
     assert doubled.layout == LAYOUT
     np.testing.assert_allclose(doubled.numeric, 2 * np.asarray(t.numeric))
-    both = concat_tables([t, _table(seed=1)])
-    assert both.num_rows == 14

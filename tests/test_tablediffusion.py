@@ -48,7 +48,7 @@ def test_loss_averages_all_levels_and_ghost_matches_vmap_on_the_network():
     level = jnp.broadcast_to(jnp.asarray(scales, jnp.float32)[None, :, None], (b, 4, 1))
     manual = np.mean((np.asarray(model(jnp.concatenate([xt, level], -1))) - np.asarray(eps)) ** 2, axis=(1, 2))
     np.testing.assert_allclose(np.asarray(loss(model, x, keys)), manual, rtol=1e-5)
-    f = jax.jit(lambda p: [clipped_grad_sum(loss, p, x, keys, mask, l2_clip=0.5, method=m, graphdef=graphdef)
+    f = jax.jit(lambda p: [clipped_grad_sum(loss, p, x, keys, mask, l2_clip=0.5, clipping=m, graphdef=graphdef)
                            for m in ("ghost", "vmap")])
     (gs, gst, _), (vs, vst, _) = f(params)
     np.testing.assert_allclose(np.asarray(gst.norms), np.asarray(vst.norms), rtol=1e-5, atol=1e-6)
@@ -92,7 +92,7 @@ def test_private_fit_records_privacy_warns_and_round_trips(tmp_path):
 
 def test_public_bounds_and_categories_make_preprocessing_private():
     df = _table(200, seed=1)
-    model = TableDiffusion(epsilon=2.0, steps=3, batch_size=50, hidden_dims=(8,), num_timesteps=3, method="vmap",
+    model = TableDiffusion(epsilon=2.0, steps=3, batch_size=50, hidden_dims=(8,), num_timesteps=3, clipping="vmap",
                            preprocessor={"numeric": "minmax"})  # quantiles would be learned from the data
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrivacyWarning)
@@ -109,7 +109,7 @@ def test_nonprivate_mode_and_bad_options():
     model.fit(_table(100), progress=False)
     assert model.fit_info["private"] is False and model.fit_info["epsilon"] is None
     assert model.fit_info["steps"] == 2 and math.isfinite(model.fit_info["final_loss"])
-    for bad in (dict(epsilon=0.0), dict(epsilon=-1), dict(delta=1.5), dict(method="opacus"), dict(num_timesteps=0),
+    for bad in (dict(epsilon=0.0), dict(epsilon=-1), dict(delta=1.5), dict(clipping="opacus"), dict(num_timesteps=0),
                 dict(batch_size=0), dict(learning_rate=1e-3)):
         with pytest.raises(ConfigError):
             TableDiffusion(**bad)

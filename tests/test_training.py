@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from tabdiff_jax.checkpoint import Checkpointer
-from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.checkpoint import Checkpointer, TrainingInterrupted
+from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.training import run_training
 
 OPT = optax.adam(0.05)
@@ -57,9 +57,12 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
             raise KeyboardInterrupt
         return _step(state, k)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted) as info:
         run_training(flaky, _init(), num_steps=20, key=key, run_dir=tmp_path, checkpoint_every=5, progress=False)
-    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 10
+    assert isinstance(info.value, KeyboardInterrupt)  # Ctrl-C still stops a caller that does not know it
+    # the interrupt saved the 13 finished steps (not only the step-10 checkpoint)
+    assert (info.value.step, info.value.saved_step) == (13, 13)
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 13
     resumed, _ = run_training(_step, _init(), num_steps=20, key=key, run_dir=tmp_path, checkpoint_every=5,
                               resume=True, progress=False)
     assert int(resumed.step) == 20
@@ -80,3 +83,42 @@ def test_bad_arguments():
         run_training(_step, _init(), num_steps=-1, key=jax.random.key(0))
     with pytest.raises(ConfigError, match="run_dir"):
         run_training(_step, _init(), num_steps=1, key=jax.random.key(0), resume=True)
+
+
+def test_checkpoints_on_a_time_interval(tmp_path):
+    """checkpoint_seconds=0 saves after every step although checkpoint_every is never reached."""
+    run_training(_step, _init(), num_steps=4, key=jax.random.key(0), run_dir=tmp_path, checkpoint_every=1000,
+                 checkpoint_seconds=0, keep=10, progress=False)
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [1, 2, 3, 4]
+
+
+def test_existing_checkpoints_are_refused_before_training(tmp_path):
+    run_training(_step, _init(), num_steps=3, key=jax.random.key(0), run_dir=tmp_path, progress=False)
+    calls = []
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run_training(lambda s, k: calls.append(1) or _step(s, k), _init(), num_steps=3, key=jax.random.key(0),
+                     run_dir=tmp_path, progress=False)
+    assert calls == []
+
+
+def test_resume_from_a_checkpoint_of_another_shape_is_one_error(tmp_path):
+    run_training(_step, _init(), num_steps=3, key=jax.random.key(0), run_dir=tmp_path, progress=False)
+    params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
+    other = State(params, OPT.init(params), jnp.int32(0))
+    with pytest.raises(DataError, match="does not fit"):
+        run_training(_step, other, num_steps=5, key=jax.random.key(0), run_dir=tmp_path, resume=True, progress=False)
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(capsys):
+    from tabdiff_jax.progress import PlainProgress, progress_bar
+
+    bar = progress_bar(10, 0, "train", True)  # pytest's stderr is not a terminal
+    assert isinstance(bar, PlainProgress)
+    bar.interval = 0
+    bar.set_postfix({"loss": "0.5"})
+    bar.update(4)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0] == "train: 4/10 (40%), loss=0.5" and lines[-1].startswith("train: 4/10 (40%), loss=0.5 in ")

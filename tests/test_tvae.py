@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tabdiff_jax.gan.blocks import block_cross_entropy, block_log_softmax, block_softmax
+from tabdiff_jax.blocks import block_cross_entropy, block_log_softmax, block_softmax
 from tabdiff_jax.table import TableLayout, split_onehot
 from tabdiff_jax.vae.core import Decoder, elbo_loss, make_tvae_sample
 

@@ -61,7 +61,9 @@ def sliced_logsumexp(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """
     lse = torch.logcumsumexp(F.pad(x, [1, 0, 0, 0], value=-float("inf")), dim=-1)
     starts, ends = offsets[:-1], offsets[1:]
-    return torch.repeat_interleave(log_sub_exp(lse[:, ends], lse[:, starts]), ends - starts, dim=-1)
+    # output_size (the blocks cover the row) spares a GPU -> host sync to size the result; same values.
+    return torch.repeat_interleave(log_sub_exp(lse[:, ends], lse[:, starts]), ends - starts, dim=-1,
+                                   output_size=x.shape[-1])
 
 
 def _extract(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -87,7 +89,11 @@ class GaussianMultinomialDiffusion(nn.Module):
         self.num_timesteps = int(num_timesteps)
         self._denoise_fn = denoise_fn
         offsets = np.concatenate([[0], np.cumsum(self.num_classes)]).astype(np.int64)
-        self.slices_for_classes = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(self.num_classes))]
+        # The original keeps these index arrays in NumPy; as (non-persistent) buffers they follow the module
+        # to its device, so that indexing a GPU tensor does not copy an index from the host each time.
+        for i in range(len(self.num_classes)):
+            self.register_buffer(f"_block_index_{i}", torch.arange(int(offsets[i]), int(offsets[i + 1])),
+                                 persistent=False)
         self.register_buffer("offsets", torch.from_numpy(offsets))
         self.register_buffer("num_classes_expanded",
                              torch.from_numpy(np.repeat(self.num_classes, self.num_classes).astype(np.float32)))
@@ -115,6 +121,11 @@ class GaussianMultinomialDiffusion(nn.Module):
         )
         for name, value in buffers.items():
             self.register_buffer(name, torch.from_numpy(np.asarray(value, np.float64)).float())
+
+    @property
+    def slices_for_classes(self) -> list[torch.Tensor]:
+        """Column indices of each categorical block in the flat layout (long tensors on the module's device)."""
+        return [getattr(self, f"_block_index_{i}") for i in range(len(self.num_classes))]
 
     # ---- Gaussian part -------------------------------------------------------------------------
     def gaussian_q_sample(self, x_start, t, noise):
@@ -246,7 +257,7 @@ class GaussianMultinomialDiffusion(nn.Module):
         z_norm = torch.randn((b, self.num_numerical), device=device, dtype=self.log_alpha.dtype)
         log_z = self.log_sample_categorical(torch.zeros((b, int(self.num_classes.sum())), device=device,
                                                         dtype=self.log_alpha.dtype))
-        y = torch.multinomial(y_dist, num_samples=b, replacement=True).long() if y_dist is not None else None
+        y = torch.multinomial(y_dist.to(device), num_samples=b, replacement=True).long() if y_dist is not None else None
         last = 0 if num_steps is None else max(self.num_timesteps - int(num_steps), 0)
         for i in reversed(range(last, self.num_timesteps)):
             t = torch.full((b,), i, device=device, dtype=torch.long)
@@ -270,7 +281,7 @@ def train_step(diffusion: GaussianMultinomialDiffusion, optimizer: torch.optim.O
 
     Returns the two loss terms as Python floats (the original logs ``.item()`` every step).
     """
-    idx = torch.randint(0, x_num.shape[0], (batch_size,))
+    idx = torch.randint(0, x_num.shape[0], (batch_size,), device=x_num.device)
     optimizer.zero_grad()
     loss_multi, loss_gauss = diffusion.mixed_loss(x_num[idx], x_cat[idx], None if y is None else y[idx])
     (loss_multi + loss_gauss).backward()

@@ -50,7 +50,7 @@ def to_torch(params: dict, model: Optional[MLPDiffusion] = None, dtype: torch.dt
     model = model.to(dtype)
 
     def load(dst: torch.Tensor, value, name: str):
-        value = torch.from_numpy(np.array(value, dtype=np.float64)).to(dtype)
+        value = torch.from_numpy(np.array(value, dtype=np.float64)).to(dtype=dtype, device=dst.device)
         if tuple(dst.shape) != tuple(value.shape):
             raise ValueError(f"{name}: torch shape {tuple(dst.shape)} != tabdiff_jax shape {tuple(value.shape)}")
         dst.copy_(value)

@@ -12,7 +12,7 @@ the network is deterministic. Hand it to ``jax.jit`` / ``jax.grad`` as ``(graphd
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.layers import Embed, Linear
+from tabdiff_jax.state import split_params  # noqa: F401  (re-exported: the package's one parameter form)
 
 DEFAULT_D_LAYERS = (256, 256)
 DEFAULT_DIM_T = 128
@@ -174,12 +175,6 @@ class TabDDPMDenoiser(nnx.Module):
             return self.head(h)
 
         return denoise
-
-
-def split_params(model: nnx.Module) -> tuple[Any, dict]:
-    """``(graphdef, params)`` with ``params`` a plain nested dict of arrays (a pytree for optax / orbax)."""
-    graphdef, state = nnx.split(model, nnx.Param)
-    return graphdef, nnx.to_pure_dict(state)
 
 
 def apply(graphdef, params: dict, x, t, y=None, *, dropout_key=None, num_timesteps: Optional[int] = None) -> jax.Array:

@@ -24,13 +24,6 @@ from tabdiff_jax.errors import ConfigError
 VARIANCES = ("fixedlarge", "fixedsmall")
 
 
-def q_mean_variance(schedule: Schedule, x0: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and variance of ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)``."""
-    mean = extract(schedule.sqrt_alpha_bar, t, x0) * x0
-    var = jnp.broadcast_to(1.0 - extract(schedule.alpha_bar, t, x0), x0.shape)
-    return mean, var
-
-
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """Draw ``x_t ~ q(x_t | x_0)`` given standard normal ``noise`` of the shape of ``x0``."""
     return extract(schedule.sqrt_alpha_bar, t, x0) * x0 + extract(schedule.sqrt_1m_alpha_bar, t, x0) * noise

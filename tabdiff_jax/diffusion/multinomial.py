@@ -1,17 +1,22 @@
-"""Multinomial diffusion (Hoogeboom et al. 2021) for categorical blocks, entirely in log space.
+"""Multinomial diffusion (Hoogeboom et al. 2021) for categorical blocks: what training and sampling run.
 
 Each categorical block ``b`` has its own number of categories ``K_b``; the forward process is
-``q(x_t | x_0) = Cat(alpha_bar_t x_0 + (1 - alpha_bar_t) / K_b)``. Distributions over all blocks
-are *flat* log-probability vectors ``[*batch, D]`` (``D = sum K_b``), in the layout of the
-denoiser's one-hot input and logit output (:func:`tabdiff_jax.table.to_onehot`); samples are
-integer codes ``[*batch, B]``. Per-block reductions and broadcasts work on the blocks' static
-slices of the flat vector (unrolled when the function is traced: no gather, which XLA runs slowly
-on CPUs), and the element-wise work is on ``D`` entries, not ``B * K_max``.
+``q(x_t | x_0) = Cat(alpha_bar_t x_0 + (1 - alpha_bar_t) / K_b)``. Samples are integer codes
+``[*batch, B]``; the denoiser's logits are *flat* ``[*batch, D]`` (``D = sum K_b``), in the layout
+of its one-hot input (:func:`tabdiff_jax.blocks.onehot`). Every function works block by block on
+the blocks' static slices of the flat vector (unrolled when traced: no gather, which XLA runs
+slowly on CPUs, and no padded ``[B, K_max]`` view):
+
+* :func:`q_sample`: the forward process;
+* :func:`vb_terms`: the training loss, the KL of the log-space posteriors per block;
+* :func:`posterior_probs` and :func:`draw_categorical`: the reverse step in probability space.
+
+The textbook log-space formulas over flat vectors (``q_posterior``, ``kl``, ``kl_prior``, ...) that
+these are tested against live with the tests (``tests/multinomial_reference.py``).
 
 Impossible categories have log-probability :data:`NEG`, a large finite negative number whose
 ``exp`` is exactly 0 in float32: unlike ``-inf`` it keeps ``0 * (NEG - NEG)`` and the gradients
-free of NaN. ``log(1 - exp(a))`` goes through the stable :func:`log1mexp` (the reference
-implementation's NaNs with many categories came from ``log(x + 1e-40)``).
+free of NaN.
 
 Timesteps are 0-indexed as in :mod:`tabdiff_jax.diffusion.schedules`.
 
@@ -19,7 +24,7 @@ Example:
   >>> spec = BlockSpec((3, 5))
   >>> codes_t = q_sample(key, schedule, codes0, t, spec)                  # forward, codes [n, 2]
   >>> terms = vb_terms(schedule, logits, codes0, codes_t, t, spec)       # [n, 2] KL / NLL per block
-  >>> codes_prev = sample(key, p_posterior(schedule, logits, codes_t, t, spec), spec)
+  >>> codes_prev = draw_categorical(posterior_probs(schedule, logits, codes_t, t, spec), uniforms)
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tabdiff_jax.blocks import block_offsets
 from tabdiff_jax.diffusion.schedules import Schedule, extract
 from tabdiff_jax.errors import ConfigError
 
@@ -59,177 +65,20 @@ class BlockSpec:
         return len(self.sizes)
 
     @property
-    def k_max(self) -> int:
-        return max(self.sizes, default=1)
-
-    @property
     def onehot_dim(self) -> int:
         return int(sum(self.sizes))
 
     @functools.cached_property
     def offsets(self) -> np.ndarray:
         """Start of each block in the flat vector, int32 ``[B]``."""
-        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int32) if self.sizes else np.zeros(0, np.int32)
-
-    @functools.cached_property
-    def position_block(self) -> np.ndarray:
-        """Block of each flat position, int32 ``[D]``."""
-        return np.repeat(np.arange(self.num_blocks), self.sizes).astype(np.int32)
-
-    @functools.cached_property
-    def log_sizes(self) -> np.ndarray:
-        """``log K_b`` per block, float32 ``[B]``."""
-        return np.log(np.asarray(self.sizes, np.float64)).astype(np.float32)
-
-    @functools.cached_property
-    def log_sizes_flat(self) -> np.ndarray:
-        """``log K_b`` at every flat position of block ``b``, float32 ``[D]``."""
-        return self.log_sizes[self.position_block]
-
-    @functools.cached_property
-    def gather_index(self) -> np.ndarray:
-        """Flat position of slot ``[b, k]`` of the padded view (clamped inside the block), int32 ``[B, K_max]``."""
-        k = np.minimum(np.arange(self.k_max)[None, :], np.asarray(self.sizes).reshape(-1, 1) - 1)
-        return (self.offsets.reshape(-1, 1) + k).astype(np.int32)
-
-    @functools.cached_property
-    def mask(self) -> np.ndarray:
-        """True on the real slots of the padded view, bool ``[B, K_max]``."""
-        return np.arange(self.k_max)[None, :] < np.asarray(self.sizes, np.int32).reshape(-1, 1)
-
-
-# ---------------------------------------------------------------------------------- block algebra
-def log1mexp(a: jax.Array) -> jax.Array:
-    """``log(1 - exp(a))`` for ``a < 0``, stable everywhere, with finite gradients (Maechler 2012)."""
-    near_zero = a > -jnp.log(2.0).astype(a.dtype)
-    a1 = jnp.where(near_zero, a, -1.0)  # each branch only sees arguments where it is stable
-    a2 = jnp.where(near_zero, -1.0, a)
-    return jnp.where(near_zero, jnp.log(-jnp.expm1(a1)), jnp.log1p(-jnp.exp(a2)))
+        return np.asarray(block_offsets(self.sizes), np.int32).reshape(-1)
 
 
 def _slices(spec: BlockSpec):
     return zip(spec.offsets.tolist(), spec.sizes)
 
 
-def expand(per_block: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``[*batch, B]`` -> ``[*batch, D]``: each block's value at each of its positions."""
-    if not spec.sizes:
-        return jnp.zeros(per_block.shape[:-1] + (0,), per_block.dtype)
-    return jnp.concatenate([jnp.broadcast_to(per_block[..., b:b + 1], per_block.shape[:-1] + (k,))
-                            for b, k in enumerate(spec.sizes)], axis=-1)
-
-
-def to_padded(flat: jax.Array, spec: BlockSpec, fill: float = NEG) -> jax.Array:
-    """Flat ``[*batch, D]`` -> padded view ``[*batch, B, K_max]`` (``fill`` in the padding)."""
-    return jnp.where(spec.mask, jnp.take(flat, spec.gather_index, axis=-1), jnp.asarray(fill, flat.dtype))
-
-
-def _per_block(reduce, x: jax.Array, spec: BlockSpec) -> jax.Array:
-    if not spec.sizes:
-        return jnp.zeros(x.shape[:-1] + (0,), x.dtype)
-    return jnp.stack([reduce(x[..., start:start + k], axis=-1) for start, k in _slices(spec)], axis=-1)
-
-
-def block_max(x: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Per-block maximum ``[*batch, D] -> [*batch, B]``."""
-    return _per_block(jnp.max, x, spec)
-
-
-def block_sum(x: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Per-block sum ``[*batch, D] -> [*batch, B]`` (exact float32 sums)."""
-    return _per_block(jnp.sum, x, spec)
-
-
-def block_logsumexp(x: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Per-block ``log sum exp`` ``[*batch, D] -> [*batch, B]``, shifted by the block maximum."""
-    m = jax.lax.stop_gradient(block_max(x, spec))
-    return m + jnp.log(block_sum(jnp.exp(x - expand(m, spec)), spec))
-
-
-def normalize(log_unnormed: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Per-block log-softmax of flat ``[*batch, D]`` (each block's probabilities sum to 1)."""
-    return log_unnormed - expand(block_logsumexp(log_unnormed, spec), spec)
-
-
-def log_onehot(codes: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Codes ``[*batch, B]`` -> flat log one-hot ``[*batch, D]`` (0 at the code, NEG elsewhere)."""
-    return jnp.where(_hits(codes, spec), 0.0, NEG).astype(jnp.float32)
-
-
-def onehot_flat(codes: jax.Array, spec: BlockSpec, dtype=jnp.float32) -> jax.Array:
-    """Codes ``[*batch, B]`` -> the concatenated one-hot vector ``[*batch, D]``."""
-    return _hits(codes, spec).astype(dtype)
-
-
-def _hits(codes, spec):
-    """``[*batch, D]`` bool: position ``d`` holds its block's code (static slices: no gather)."""
-    if not spec.sizes:
-        return jnp.zeros(codes.shape[:-1] + (0,), bool)
-    return jnp.concatenate([codes[..., b:b + 1] == jnp.arange(k, dtype=codes.dtype)
-                            for b, k in enumerate(spec.sizes)], axis=-1)
-
-
 # ------------------------------------------------------------------------------- the process
-def q_pred(schedule: Schedule, log_x0: jax.Array, t: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``log q(x_t | x_0) = log(alpha_bar_t x_0 + (1 - alpha_bar_t) / K)``, flat ``[*batch, D]``.
-
-    ``log_x0`` are log-probabilities (log one-hot for data, a prediction for the model).
-    """
-    a = extract(schedule.log_alpha_bar, t, log_x0)
-    b = extract(schedule.log_1m_alpha_bar, t, log_x0)
-    return jnp.logaddexp(log_x0 + a, b - spec.log_sizes_flat)
-
-
-def _onehot_mix(codes: jax.Array, log_a: jax.Array, log_1m_a: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``log(a onehot(codes) + (1 - a) / K)`` flat; ``log_a``, ``log_1m_a`` ``[*batch, 1]``.
-
-    The transcendental work is per block: an element takes one of two values.
-    """
-    miss = log_1m_a - spec.log_sizes  # [*batch, B]
-    hit = jnp.logaddexp(log_a, miss)
-    return jnp.where(_hits(codes, spec), expand(hit, spec), expand(miss, spec))
-
-
-def q_posterior(
-    schedule: Schedule,
-    log_x0: jax.Array,
-    codes_t: jax.Array,
-    t: jax.Array,
-    spec: BlockSpec,
-    s: jax.Array | None = None,
-) -> jax.Array:
-    """``log q(x_s | x_t, x_0)``, normalised per block, flat ``[*batch, D]``.
-
-    Args:
-      schedule: the schedule.
-      log_x0: log-probabilities of ``x_0``, flat ``[*batch, D]`` (log one-hot, or a prediction).
-      codes_t: the current state ``x_t`` as codes ``[*batch, B]``.
-      t: timesteps ``[*batch]``.
-      spec: the blocks.
-      s: earlier timesteps ``[*batch]`` (``-1``: the data); default ``t - 1``. ``s < t - 1`` is
-        the posterior of a skipped step, whose transition has ``alpha = alpha_bar_t / alpha_bar_s``.
-
-    ``q(x_s | x_t, x_0) \\propto q(x_s | x_0) q(x_t | x_s)``; at ``s = -1`` the prior is ``x_0``
-    itself, so the result is the Bayes posterior of ``x_0`` given ``x_t`` and ``log_x0``.
-    """
-    col = lambda v: v.reshape(v.shape + (1,))
-    if s is None:
-        s = t - 1
-        log_a, log_1m_a = jnp.take(schedule.log_alphas, t), jnp.take(schedule.log_1m_alphas, t)
-    else:
-        log_abar_s = jnp.where(s >= 0, jnp.take(schedule.log_alpha_bar, jnp.maximum(s, 0)), 0.0)
-        log_a = jnp.minimum(jnp.take(schedule.log_alpha_bar, t) - log_abar_s, -1e-12)
-        log_1m_a = log1mexp(log_a)
-    log_trans = _onehot_mix(codes_t, col(log_a), col(log_1m_a), spec)
-    log_prior = jnp.where(col(s) >= 0, q_pred(schedule, log_x0, jnp.maximum(s, 0), spec), log_x0)
-    return normalize(log_prior + log_trans, spec)
-
-
-def p_posterior(schedule, logits, codes_t, t, spec, s=None) -> jax.Array:
-    """The model's reverse distribution: :func:`q_posterior` with ``x_0`` predicted by flat ``logits``."""
-    return q_posterior(schedule, normalize(logits, spec), codes_t, t, spec, s)
-
-
 def posterior_probs(
     schedule: Schedule,
     logits: jax.Array,
@@ -240,7 +89,8 @@ def posterior_probs(
 ) -> list[jax.Array]:
     """The model's reverse distribution in probability space, for sampling: one array per block.
 
-    The same distribution as ``exp(p_posterior(...))``, computed on each block's static slice of
+    The same distribution as ``exp(p_posterior(...))`` of the tests' log-space reference
+    (``tests/multinomial_reference.py``), computed on each block's static slice of
     the flat logits: ``softmax(logits_b)`` mixed with the uniform (the prior ``q(x_s | x_0)``)
     times the transition ``q(x_t | x_s)``, *unnormalised* (each block's total is positive; a
     sampler does not need it to be 1). No log, gather or padded view: on a CPU the sampler's step
@@ -312,33 +162,6 @@ def draw_categorical(probs: list[jax.Array], u: jax.Array) -> jax.Array:
     return jnp.stack(codes, axis=-1).astype(jnp.int32)
 
 
-def kl(log_p: jax.Array, log_q: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``KL(p || q)`` per block: flat ``[*batch, D]`` -> ``[*batch, B]`` (nats)."""
-    return block_sum(jnp.exp(log_p) * (log_p - log_q), spec)
-
-
-def log_likelihood(codes: jax.Array, log_p: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``log p`` of each block's category in ``codes`` ``[*batch, B]`` -> ``[*batch, B]``."""
-    return jnp.take_along_axis(log_p, codes + spec.offsets, axis=-1)
-
-
-def kl_prior(schedule: Schedule, codes0: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``KL(q(x_{T-1} | x_0) || Uniform(K_b))`` per block, ``[*batch, B]`` (constant in the model)."""
-    t_last = jnp.full(codes0.shape[:-1], schedule.num_timesteps - 1, jnp.int32)
-    log_qt = q_pred(schedule, log_onehot(codes0, spec), t_last, spec)
-    return kl(log_qt, jnp.broadcast_to(-spec.log_sizes_flat, log_qt.shape), spec)
-
-
-def gumbel_argmax(log_p: jax.Array, gumbel: jax.Array, spec: BlockSpec) -> jax.Array:
-    """``argmax(log_p + gumbel)`` within each block: flat ``[*batch, D]`` -> codes ``[*batch, B]``."""
-    return jnp.argmax(to_padded(log_p + gumbel, spec, -jnp.inf), axis=-1).astype(jnp.int32)
-
-
-def sample(key: jax.Array, log_p: jax.Array, spec: BlockSpec) -> jax.Array:
-    """Gumbel-max draw from each block of flat ``log_p`` ``[*batch, D]`` -> codes ``[*batch, B]``."""
-    return gumbel_argmax(log_p, jax.random.gumbel(key, log_p.shape, log_p.dtype), spec)
-
-
 def q_sample(key: jax.Array, schedule: Schedule, codes0: jax.Array, t: jax.Array, spec: BlockSpec) -> jax.Array:
     """Draw ``x_t ~ q(x_t | x_0)``: codes ``[*batch, B]`` -> codes ``[*batch, B]``.
 
@@ -365,8 +188,8 @@ def vb_terms(
     ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`` for ``t >= 1`` and the decoder NLL
     ``-log p(x_0 | x_1)`` (the ``L_0`` term) at ``t = 0``.
 
-    The same log-space formulas as ``kl(q_posterior(log_onehot(x_0)), p_posterior(logits))``,
-    evaluated block by block on static slices ``[*batch, K_b]`` (each log-softmax, mixture and KL
+    The same log-space formulas as ``kl(q_posterior(log_onehot(x_0)), p_posterior(logits))`` over
+    flat vectors (the tests' reference, ``tests/multinomial_reference.py``), evaluated block by block on static slices ``[*batch, K_b]`` (each log-softmax, mixture and KL
     inside its block; no flat concatenations): the training step's forward and backward pass
     over the categories run about 2.5x faster on a CPU than through the flat vectors.
 
@@ -383,7 +206,7 @@ def vb_terms(
     prior_on, first = col(t >= 1), t == 0  # at t = 0 the prior of x_{-1} = x_0 is x_0 itself
     terms = []
     for b, (start, k) in enumerate(_slices(spec)):
-        log_softmax = functools.partial(normalize, spec=BlockSpec((k,)))  # within this one block
+        log_softmax = functools.partial(jax.nn.log_softmax, axis=-1)  # within this one block
         cats = jnp.arange(k, dtype=codes_t.dtype)
         hit_t, hit_0 = codes_t[..., b:b + 1] == cats, codes0[..., b:b + 1] == cats
         log_k = float(np.log(k))

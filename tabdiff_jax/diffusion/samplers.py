@@ -34,14 +34,9 @@ from flax import nnx
 from tabdiff_jax.diffusion import gaussian, multinomial
 from tabdiff_jax.diffusion.tabddpm import DiffusionConfig, TableBatch, denoiser_input
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.sharding import auto_mesh, constrain_rows
+from tabdiff_jax.sampling import check_chunk_size, default_chunk_size, row_keys, sample_rows  # noqa: F401
+from tabdiff_jax.sharding import constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
-
-
-def default_chunk_size() -> int:
-    """Rows per compiled sampling call when none is given: 2,048 on CPUs (a chunk's activations stay
-    in the cache: 20-25% more rows/s than 8,192 on 2 cores), 65,536 on accelerators (a full device)."""
-    return 2048 if jax.default_backend() == "cpu" else 65536
 
 
 def timestep_pairs(num_timesteps: int, num_sample_steps: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +46,6 @@ def timestep_pairs(num_timesteps: int, num_sample_steps: Optional[int] = None) -
     else:
         ts = gaussian.skip_timesteps(num_timesteps, num_sample_steps)[::-1].astype(np.int32)
     return ts, np.concatenate([ts[1:], [-1]]).astype(np.int32)
-
-
-def _row_keys(key, start, size):
-    rows = start + jnp.arange(size, dtype=jnp.uint32)
-    return jax.vmap(jax.random.fold_in, (None, 0))(key, rows)
 
 
 @functools.lru_cache(maxsize=16)
@@ -94,15 +84,15 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
         return jnp.sqrt(2.0) * jax.lax.erf_inv(u[:d]), 0.5 * (u[d:] + 1.0)
 
     def chunk(params, key, start, y, class_logits):
-        row_keys = _row_keys(jax.random.fold_in(key, 0), start, chunk_size)
+        keys = row_keys(jax.random.fold_in(key, 0), start, chunk_size)
         if config.num_classes:
-            y_keys = _row_keys(jax.random.fold_in(key, 1), start, chunk_size)
+            y_keys = row_keys(jax.random.fold_in(key, 1), start, chunk_size)
             drawn = jax.vmap(lambda k: jax.random.categorical(k, class_logits))(y_keys).astype(jnp.int32)
             y = jnp.where(y >= 0, y, drawn)
         else:
             y = None
-        row_keys = constrain_rows(row_keys, mesh)
-        x_num, x_cat = constrain_rows(jax.vmap(row_init)(row_keys), mesh)
+        keys = constrain_rows(keys, mesh)
+        x_num, x_cat = constrain_rows(jax.vmap(row_init)(keys), mesh)
 
         model = nnx.merge(graphdef, params)
         if hasattr(model, "conditioned"):  # the TabDDPM denoiser: label embedding once per chunk,
@@ -117,7 +107,7 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
             # computed once (scalars) and broadcast
             out = denoise(denoiser_input(config, x_num, x_cat), t)
             eps, logits = out[:, :d], out[:, d:]
-            noise, uniform = jax.vmap(row_noise, (0, None))(row_keys, i)
+            noise, uniform = jax.vmap(row_noise, (0, None))(keys, i)
             if ancestral:
                 x_num = gaussian.p_sample(schedule, x_num, t, eps, noise, variance, clip_x0)
             else:
@@ -136,8 +126,8 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
 
 def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, class_probs=None,
            chunk_size: Optional[int] = None, num_sample_steps: Optional[int] = None, eta: float = 0.0,
-           variance: str = "fixedlarge", clip_x0: Optional[float] = None, postprocess=None):
-    """Generate ``n`` rows in chunks; returns a :class:`TableBatch` of NumPy arrays.
+           variance: str = "fixedlarge", clip_x0: Optional[float] = None, postprocess=None, start: int = 0):
+    """Generate rows ``start .. start + n - 1`` in chunks; returns a :class:`TableBatch` of NumPy arrays.
 
     Args:
       params, graphdef: the split denoiser.
@@ -154,28 +144,26 @@ def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, cl
       clip_x0: clip the predicted numeric ``x_0`` to ``[-clip_x0, clip_x0]``.
       postprocess: optional jnp function ``TableBatch -> pytree`` run on the device on each chunk
         (e.g. decoding); its results are concatenated instead.
+      start: global index of the first row (a row range of a larger sample).
 
     Raises:
       ConfigError: bad ``n`` / ``chunk_size``, a label out of range or missing class_probs.
     """
-    n, chunk_size = int(n), int(default_chunk_size() if chunk_size is None else chunk_size)
+    n = int(n)
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk_size = check_chunk_size(chunk_size)
     if variance not in gaussian.VARIANCES:
         raise ConfigError(f"variance must be one of {gaussian.VARIANCES}, got {variance!r}")
-    chunk_size = min(chunk_size, n)
-    num_chunks = -(-n // chunk_size)
-    y_all = np.full(num_chunks * chunk_size, -1, np.int32)
+    y_all = np.full(n, -1, np.int32)
     class_logits = jnp.zeros((max(config.num_classes, 1),), jnp.float32)
     if config.num_classes:
         if y is not None:
             y_given = np.broadcast_to(np.asarray(y, np.int64), (n,))
             if np.any(y_given >= config.num_classes) or np.any(y_given < -1):
                 raise ConfigError(f"y must be class codes in 0..{config.num_classes - 1} (or -1 to draw)")
-            y_all[:n] = y_given
-        if np.any(y_all[:n] < 0):
+            y_all[:] = y_given
+        if np.any(y_all < 0):
             if class_probs is None:
                 raise ConfigError("class_probs is required to draw the class labels y")
             probs = np.asarray(class_probs, np.float64)
@@ -185,21 +173,14 @@ def sample(params, graphdef, config: DiffusionConfig, key, n: int, *, y=None, cl
                 class_logits = jnp.asarray(np.maximum(np.log(probs / probs.sum()), -1e4), jnp.float32)
     elif y is not None:
         raise ConfigError("y was given but the model has no class condition")
-    mesh = auto_mesh()
-    if mesh is not None and chunk_size % mesh.size:
-        mesh = None  # a chunk that does not split evenly runs on one device
-    fn = make_chunk_sampler(graphdef, config, chunk_size, num_sample_steps, float(eta), variance, clip_x0, mesh)
-    if postprocess is not None:
-        fn = _with_postprocess(fn, postprocess)
-    outs, pending = [], None
-    for c in range(num_chunks):  # dispatch chunk c before fetching chunk c - 1 (overlap host copies)
-        res = fn(params, key, jnp.uint32(c * chunk_size), jnp.asarray(y_all[c * chunk_size:(c + 1) * chunk_size]),
-                 class_logits)
-        if pending is not None:
-            outs.append(jax.device_get(pending))
-        pending = res
-    outs.append(jax.device_get(pending))
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *outs)
+
+    def make_chunk(size, mesh):
+        fn = make_chunk_sampler(graphdef, config, size, num_sample_steps, float(eta), variance, clip_x0, mesh)
+        if postprocess is not None:
+            fn = _with_postprocess(fn, postprocess)
+        return lambda first, y_chunk: fn(params, key, first, y_chunk, class_logits)
+
+    return sample_rows(make_chunk, n, start=start, chunk_size=chunk_size, per_row=y_all)
 
 
 @functools.lru_cache(maxsize=16)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 
 SCHEDULES = ("cosine", "linear")
@@ -68,9 +69,7 @@ class Schedule(NamedTuple):
 
 
 def _check_steps(num_timesteps) -> int:
-    if isinstance(num_timesteps, bool) or int(num_timesteps) != num_timesteps or int(num_timesteps) < 1:
-        raise ConfigError(f"num_timesteps must be a positive integer, got {num_timesteps!r}")
-    return int(num_timesteps)
+    return validate.positive_int("num_timesteps", num_timesteps)
 
 
 def cosine_alpha_bar(u: np.ndarray, s: float = 0.008) -> np.ndarray:

@@ -10,7 +10,7 @@ it is the label condition ``y``; a regression target is one of the numeric colum
 
 Layers: :class:`DiffusionConfig` (static), the loss functions (:func:`per_example_losses`, batched,
 and :func:`per_example_loss`, one row, for DP-SGD), and the compiled training step
-(:func:`make_train_step`) over a :class:`TrainState` pytree.
+(:func:`make_train_step`) over a :class:`tabdiff_jax.state.TrainState` (with an EMA when ``ema_decay``).
 
 Example:
   >>> config = DiffusionConfig(num_numeric=3, categorical_sizes=(4, 2), num_timesteps=100)
@@ -25,13 +25,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tabdiff_jax.blocks import onehot
 from tabdiff_jax.diffusion import gaussian, multinomial
 from tabdiff_jax.diffusion.denoiser import (
     DEFAULT_D_LAYERS,
@@ -43,6 +44,12 @@ from tabdiff_jax.diffusion.multinomial import BlockSpec
 from tabdiff_jax.diffusion.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import constrain_rows
+from tabdiff_jax.state import (  # noqa: F401  (TrainState, init_train_state, ema_update: re-exported)
+    TrainState,
+    apply_gradients,
+    ema_update,
+    init_train_state,
+)
 from tabdiff_jax.table import TableLayout
 
 
@@ -116,15 +123,6 @@ class TableBatch(NamedTuple):
     y: Optional[jax.Array] = None
 
 
-class TrainState(NamedTuple):
-    """Training state pytree: ``params`` (nested dict), ``opt_state``, ``ema`` (params or None), ``step``."""
-
-    params: Any
-    opt_state: Any
-    ema: Any
-    step: jax.Array
-
-
 def make_denoiser(config: DiffusionConfig, *, d_layers: Sequence[int] = DEFAULT_D_LAYERS,
                   dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, matmul_dtype: Optional[str] = None,
                   rngs: nnx.Rngs) -> TabDDPMDenoiser:
@@ -135,7 +133,7 @@ def make_denoiser(config: DiffusionConfig, *, d_layers: Sequence[int] = DEFAULT_
 
 def denoiser_input(config: DiffusionConfig, x_num_t: jax.Array, x_cat_t: jax.Array) -> jax.Array:
     """``[x_num_t | one-hot(x_cat_t)]``, float32 ``[*batch, d_in]``."""
-    return jnp.concatenate([x_num_t, multinomial.onehot_flat(x_cat_t, config.spec, x_num_t.dtype)], axis=-1)
+    return jnp.concatenate([x_num_t, onehot(x_cat_t, config.spec.sizes, x_num_t.dtype)], axis=-1)
 
 
 def forward_noise(config: DiffusionConfig, x_num, x_cat, t, key):
@@ -219,21 +217,6 @@ def make_optimizer(lr: float = 2e-3, weight_decay: float = 1e-4, num_steps: Opti
     return optax.chain(optax.clip_by_global_norm(grad_clip), opt) if grad_clip else opt
 
 
-def init_train_state(params, optimizer: optax.GradientTransformation, ema_decay: Optional[float] = None) -> TrainState:
-    """A fresh :class:`TrainState` holding copies of ``params`` (the train step donates its state, so
-    the caller's arrays stay valid); the EMA starts at the initial parameters."""
-    params = jax.tree.map(jnp.array, params)
-    ema = jax.tree.map(jnp.array, params) if ema_decay else None
-    return TrainState(params=params, opt_state=optimizer.init(params), ema=ema, step=jnp.zeros((), jnp.int32))
-
-
-def ema_update(ema, params, step, decay: float):
-    """``ema <- d ema + (1 - d) params`` with the warm-up ``d = min(decay, (1 + step) / (10 + step))``."""
-    stepf = step.astype(jnp.float32)
-    d = jnp.minimum(decay, (1.0 + stepf) / (10.0 + stepf))
-    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
-
-
 def draw_batch(data: TableBatch, key, batch_size: int) -> TableBatch:
     """``batch_size`` rows drawn uniformly with replacement (on the device, no host round-trip)."""
     idx = jax.random.randint(key, (batch_size,), 0, data.x_num.shape[0])
@@ -259,10 +242,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: D
         batch = draw_batch(data, k_batch, batch_size) if batch_size else data
         batch = constrain_rows(batch, mesh)
         grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, graphdef, batch, k_loss, config)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = ema_update(state.ema, params, state.step, ema_decay) if ema_decay else state.ema
         metrics["grad_norm"] = optax.global_norm(grads)
-        return TrainState(params, opt_state, ema, state.step + 1), metrics
+        return apply_gradients(state, grads, optimizer, ema_decay), metrics
 
     return jax.jit(step, donate_argnums=(0,))

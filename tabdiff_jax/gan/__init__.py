@@ -5,8 +5,10 @@
   clipping, CTGAN's conditional cross-entropy;
 * :mod:`~tabdiff_jax.gan.conditional`: conditional vectors and training-by-sampling;
 * :mod:`~tabdiff_jax.gan.train`: compiled critic / generator updates and epochs, sampling;
-* :mod:`~tabdiff_jax.gan.private`: DP-GAN's critic update on the privacy module's DP-SGD step;
-* :mod:`~tabdiff_jax.gan.blocks`: softmax arithmetic over all one-hot blocks at once.
+* :mod:`~tabdiff_jax.gan.private`: DP-GAN's critic update on the privacy module's DP-SGD step.
+
+The softmax arithmetic over all one-hot blocks at once is shared with TVAE and the diffusion
+models: :mod:`tabdiff_jax.blocks`.
 
 Options, optimisers, (de)serialisation and epoch timing are shared by every model: :mod:`tabdiff_jax.training`.
 

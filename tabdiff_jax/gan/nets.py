@@ -25,9 +25,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.gan.blocks import block_softmax
+from tabdiff_jax.blocks import block_softmax, hard_onehot
 from tabdiff_jax.layers import Embed, LayerNorm, Linear, linear_stack
-from tabdiff_jax.table import TableLayout, split_onehot
+from tabdiff_jax.table import TableLayout
 
 NUMERIC_ACTIVATIONS = ("tanh", "identity")
 LEAKY_SLOPE = 0.2
@@ -139,7 +139,7 @@ def gumbel_softmax(key: jax.Array, logits: jax.Array, tau: float, hard: bool = F
     """
     perturbed = logits + jax.random.gumbel(key, logits.shape, logits.dtype)
     if hard:
-        return jax.nn.one_hot(jnp.argmax(perturbed, axis=-1), logits.shape[-1], dtype=logits.dtype)
+        return hard_onehot(perturbed, (logits.shape[-1],))
     return jax.nn.softmax(perturbed / tau, axis=-1)
 
 
@@ -165,9 +165,7 @@ def activate(raw: jax.Array, layout: TableLayout, key: jax.Array, *, numeric_act
     perturbed = logits + jax.random.gumbel(key, logits.shape, logits.dtype)
     if not hard:
         return jnp.concatenate([num, block_softmax(perturbed / tau, layout.categorical_sizes)], axis=-1)
-    blocks = [jax.nn.one_hot(jnp.argmax(b, axis=-1), b.shape[-1], dtype=raw.dtype)
-              for b in split_onehot(perturbed, layout)]
-    return jnp.concatenate([num] + blocks, axis=-1)
+    return jnp.concatenate([num, hard_onehot(perturbed, layout.categorical_sizes)], axis=-1)
 
 
 def numeric_activation_for(numeric: str) -> str:

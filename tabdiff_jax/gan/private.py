@@ -25,10 +25,9 @@ import optax
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import losses
-from tabdiff_jax.gan.train import GANConfig, make_generate_fn
+from tabdiff_jax.gan.train import GANConfig, critic_optimizer, make_generate_fn
 from tabdiff_jax.privacy import (
     PrivacyPlan,
-    TrainState,
     make_private_step,
     poisson_sample,
 )
@@ -69,14 +68,14 @@ def make_critic_example_loss(loss: str):
 
 def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
                                critic_tx: optax.GradientTransformation, *, plan: PrivacyPlan, num_rows: int,
-                               l2_clip: float, method: str = "ghost", mesh=None):
+                               l2_clip: float, clipping: str = "ghost", mesh=None):
     """DP-SGD critic update with the signature of :func:`tabdiff_jax.gan.train.make_critic_update`.
 
     Args:
       plan: the privacy plan (noise multiplier, sampling rate, padded batch capacity).
       num_rows: rows of the private table (static).
       l2_clip: per-example clipping norm.
-      method: ``"ghost"`` (book-keeping clipping) or ``"vmap"``.
+      clipping: ``"ghost"`` (book-keeping clipping) or ``"vmap"``.
       mesh: a ``data`` mesh to split the batch's rows over, or ``None``.
 
     Metrics: ``critic_loss``, ``grad_norm`` (mean per-example norm before clipping),
@@ -84,24 +83,21 @@ def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config:
     """
     capacity = private_capacity(plan, mesh)
     generate = make_generate_fn(gen_def, layout, config, mesh)
-    private = make_private_step(make_critic_example_loss(config.loss), critic_tx, l2_clip=l2_clip,
-                                noise_multiplier=plan.noise_multiplier, expected_batch_size=plan.expected_batch_size,
-                                method=method, graphdef=critic_def, jit=False, mesh=mesh)
+    private = make_private_step(make_critic_example_loss(config.loss), critic_optimizer(critic_tx, config),
+                                l2_clip=l2_clip, noise_multiplier=plan.noise_multiplier,
+                                expected_batch_size=plan.expected_batch_size,
+                                clipping=clipping, graphdef=critic_def, jit=False, mesh=mesh)
 
-    def critic_update(critic_params, critic_opt, gen_params, data, sampler, key):
+    def critic_update(critic, gen_params, data, sampler, key):
         del sampler
         k_batch, k_gen, k_step = jax.random.split(key, 3)
         batch = poisson_sample(k_batch, num_rows, plan.sampling_rate, capacity)
         _, fake = generate(gen_params, k_gen, capacity)
         inputs = {"real": constrain_rows(jnp.take(data, batch.indices, axis=0), mesh),
                   "fake": jax.lax.stop_gradient(fake)}
-        state, m = private.step(TrainState(critic_params, critic_opt, jnp.zeros((), jnp.int32)), inputs,
-                                batch.mask, k_step)
-        params = state.params
-        if config.weight_clip is not None:
-            params = losses.clip_weights(params, config.weight_clip)
+        critic, m = private.step(critic, inputs, batch.mask, k_step)  # weight clipping is in the optimiser
         metrics = {"critic_loss": m["loss"], "grad_norm": m["grad_norm"], "clipped_fraction": m["clipped_fraction"],
                    "batch_size": m["batch_size"].astype(jnp.float32)}
-        return params, state.opt_state, metrics
+        return critic, metrics
 
     return critic_update

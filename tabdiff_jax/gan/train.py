@@ -1,8 +1,8 @@
 """Compiled GAN training: one critic update, one generator update, one epoch as a ``lax.scan``.
 
 The factories close over everything static (network definitions, optimisers, layout, the
-:class:`GANConfig`) and return pure functions of a :class:`GANState`, the data on the device
-and an explicit PRNG key::
+:class:`GANConfig`) and return pure functions of a :class:`GANState` (one
+:class:`~tabdiff_jax.state.TrainState` per network), the data on the device and an explicit PRNG key::
 
     gen_def, critic_def, state = init_gan(key, layout, config, gen_tx, critic_tx, ...)
     epoch = jax.jit(make_epoch_fn(gen_def, critic_def, layout, config, gen_tx, critic_tx,
@@ -25,7 +25,7 @@ single-device computation up to float rounding.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +37,9 @@ from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.nets import NUMERIC_ACTIVATIONS, Critic, Generator, activate, apply
 from tabdiff_jax.sharding import check_divisible, constrain_rows
+from tabdiff_jax.state import TrainState, apply_gradients, init_train_state, split_params
 from tabdiff_jax.table import TableLayout
-
-PyTree = Any
+from tabdiff_jax.transforms import clip_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,9 @@ class GANConfig:
     Attributes:
       loss: ``"bce"`` (non-saturating GAN) or ``"wasserstein"``.
       gradient_penalty: weight lambda of the WGAN-GP penalty (0: none).
-      weight_clip: clip critic weights to ``[-c, c]`` after each update (WGAN), or ``None``.
+      weight_clip: keep the critic's weights in ``[-c, c]`` (WGAN), or ``None``: a
+        :func:`~tabdiff_jax.transforms.clip_params` chained into the critic's optimiser
+        (:func:`critic_optimizer`).
       n_critic: critic updates per generator update.
       pac: rows per critic input (PacGAN); must divide ``batch_size``.
       batch_size: rows per update.
@@ -93,19 +95,30 @@ class GANConfig:
 
 
 class GANState(NamedTuple):
-    """Train state: parameters and optimiser states of both networks, and the step count."""
+    """One :class:`~tabdiff_jax.state.TrainState` per network, each with its own optimiser and step count
+    (``critic.step`` counts critic updates, ``n_critic`` per generator update); :attr:`step` is the generator's."""
 
-    generator: PyTree
-    critic: PyTree
-    generator_opt: PyTree
-    critic_opt: PyTree
-    step: jax.Array
+    generator: TrainState
+    critic: TrainState
+
+    @property
+    def step(self) -> jax.Array:
+        """Generator updates made (int32 scalar)."""
+        return self.generator.step
+
+
+def critic_optimizer(critic_tx: optax.GradientTransformation, config: GANConfig) -> optax.GradientTransformation:
+    """``critic_tx`` then WGAN's weight clipping to ``[-weight_clip, weight_clip]`` (if set); :func:`init_gan`
+    and every critic update (DP-GAN's too) apply it to the ``critic_tx`` they are given."""
+    if config.weight_clip is None:
+        return critic_tx
+    return optax.chain(critic_tx, clip_params(-config.weight_clip, config.weight_clip))
 
 
 def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_tx: optax.GradientTransformation,
              critic_tx: optax.GradientTransformation, *, generator_dims: Sequence[int], critic_dims: Sequence[int],
              cond_dim: int = 0, residual: bool = False, dropout: float = 0.0):
-    """Build both networks and the initial :class:`GANState`.
+    """Both networks and the initial :class:`GANState` (critic weights clipped, optimiser :func:`critic_optimizer`).
 
     Returns:
       ``(generator_def, critic_def, state)``.
@@ -115,12 +128,12 @@ def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_t
                           rngs=nnx.Rngs(params=k_gen))
     critic = Critic(layout.dense_dim + cond_dim, critic_dims, pac=config.pac, dropout=dropout,
                     rngs=nnx.Rngs(params=k_critic))
-    gen_def, gen_params = nnx.split(generator)
-    critic_def, critic_params = nnx.split(critic)
+    gen_def, gen_params = split_params(generator)
+    critic_def, critic_params = split_params(critic)
     if config.weight_clip is not None:
         critic_params = losses.clip_weights(critic_params, config.weight_clip)
-    state = GANState(gen_params, critic_params, generator_tx.init(gen_params), critic_tx.init(critic_params),
-                     jnp.zeros((), jnp.int32))
+    state = GANState(init_train_state(gen_params, generator_tx),
+                     init_train_state(critic_params, critic_optimizer(critic_tx, config)))
     return gen_def, critic_def, state
 
 
@@ -191,7 +204,8 @@ def _real_rows(data, sampler, conditions, key, batch, mesh=None):
 
 
 def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTransformation, mesh=None):
-    """``step(critic, critic_opt, real, fake, conditions, key) -> (critic, critic_opt, metrics)``."""
+    """``step(critic: TrainState, real, fake, conditions, key) -> (critic, metrics)``."""
+    critic_tx = critic_optimizer(critic_tx, config)
 
     def loss_fn(critic_params, real, fake, conditions, key):
         k_real, k_fake, k_gp, k_gp_drop = jax.random.split(key, 4)
@@ -207,33 +221,29 @@ def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTr
             metrics["gradient_penalty"] = penalty
         return loss, metrics
 
-    def step(critic_params, critic_opt, real, fake, conditions, key):
+    def step(critic: TrainState, real, fake, conditions, key):
         real, fake, conditions = constrain_rows((real, fake, conditions), mesh)
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(critic_params, real, jax.lax.stop_gradient(fake),
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(critic.params, real, jax.lax.stop_gradient(fake),
                                                          conditions, key)
-        updates, critic_opt = critic_tx.update(grads, critic_opt, critic_params)
-        critic_params = optax.apply_updates(critic_params, updates)
-        if config.weight_clip is not None:
-            critic_params = losses.clip_weights(critic_params, config.weight_clip)
-        return critic_params, critic_opt, metrics
+        return apply_gradients(critic, grads, critic_tx), metrics
 
     return step
 
 
 def make_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
                        critic_tx: optax.GradientTransformation, *, mesh=None):
-    """Critic update ``(critic, critic_opt, generator, data, sampler, key) -> (critic, critic_opt, metrics)``
+    """Critic update ``(critic: TrainState, gen_params, data, sampler, key) -> (critic, metrics)``
     on a fresh batch of real and generated rows (split by rows over ``mesh`` if given)."""
     check_batch(config, mesh)
     generate = make_generate_fn(gen_def, layout, config, mesh)
     step = _make_critic_step(critic_def, config, critic_tx, mesh)
 
-    def critic_update(critic_params, critic_opt, gen_params, data, sampler, key):
+    def critic_update(critic: TrainState, gen_params, data, sampler, key):
         k_cond, k_rows, k_gen, k_loss = jax.random.split(key, 4)
         conditions = draw_conditions(sampler, k_cond, config.batch_size, mesh=mesh)
         real = _real_rows(data, sampler, conditions, k_rows, config.batch_size, mesh)
         _, fake = generate(gen_params, k_gen, config.batch_size, conditions, sampler)
-        return step(critic_params, critic_opt, real, fake, conditions, k_loss)
+        return step(critic, real, fake, conditions, k_loss)
 
     return critic_update
 
@@ -257,7 +267,7 @@ def _make_generator_loss(critic_def, config: GANConfig):
 
 def make_generator_update(gen_def, critic_def, layout: TableLayout, config: GANConfig,
                           generator_tx: optax.GradientTransformation, *, mesh=None):
-    """Generator update ``(generator, generator_opt, critic, sampler, key) -> (generator, generator_opt, metrics)``.
+    """Generator update ``(generator: TrainState, critic_params, sampler, key) -> (generator, metrics)``.
 
     Touches no training row: under DP-GAN it is post-processing of the private critic. With a
     ``mesh`` the generated batch is split by rows over its devices.
@@ -272,10 +282,9 @@ def make_generator_update(gen_def, critic_def, layout: TableLayout, config: GANC
         raw, fake = generate(gen_params, k_gen, config.batch_size, conditions, sampler)
         return output_loss(raw, fake, critic_params, conditions, sampler, k_drop)
 
-    def generator_update(gen_params, gen_opt, critic_params, sampler, key):
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(gen_params, critic_params, sampler, key)
-        updates, gen_opt = generator_tx.update(grads, gen_opt, gen_params)
-        return optax.apply_updates(gen_params, updates), gen_opt, metrics
+    def generator_update(generator: TrainState, critic_params, sampler, key):
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(generator.params, critic_params, sampler, key)
+        return apply_gradients(generator, grads, generator_tx), metrics
 
     return generator_update
 
@@ -293,7 +302,8 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
     Args:
       steps_per_epoch: generator updates per epoch.
       critic_update: replaces the non-private critic update (the signature of
-        :func:`make_critic_update`'s result), e.g. a DP-SGD step; every critic update then draws
+        :func:`make_critic_update`'s result, ``critic_tx`` chained with :func:`critic_optimizer`),
+        e.g. a DP-SGD step; every critic update then draws
         its own generated rows and the generator update its own batch.
       mesh: a ``data`` mesh to split every batch's rows over (parameters replicated), or ``None``;
         ``batch_size / pac`` must then be a multiple of its size.
@@ -312,41 +322,33 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
     output_loss = _make_generator_loss(critic_def, config)
     batch = config.batch_size
 
-    def critic_updates(state, data, sampler, key, count):
-        def body(carry, k):
-            critic_params, critic_opt = carry
-            critic_params, critic_opt, m = critic_update(critic_params, critic_opt, state.generator, data, sampler, k)
-            return (critic_params, critic_opt), m
-
-        return jax.lax.scan(body, (state.critic, state.critic_opt), jax.random.split(key, count))
+    def critic_updates(state: GANState, data, sampler, key, count):
+        body = lambda critic, k: critic_update(critic, state.generator.params, data, sampler, k)
+        return jax.lax.scan(body, state.critic, jax.random.split(key, count))
 
     def shared_step(state: GANState, data, sampler, key):
         k_pre, k_cond, k_rows, k_gen, k_critic, k_drop = jax.random.split(key, 6)
-        critic_params, critic_opt, pre = state.critic, state.critic_opt, None
+        critic, pre = state.critic, None
         if config.n_critic > 1:
-            (critic_params, critic_opt), pre = critic_updates(state, data, sampler, k_pre, config.n_critic - 1)
+            critic, pre = critic_updates(state, data, sampler, k_pre, config.n_critic - 1)
         conditions = draw_conditions(sampler, k_cond, batch, mesh=mesh)
-        (raw, fake), pullback = jax.vjp(lambda g: generate(g, k_gen, batch, conditions, sampler), state.generator)
+        (raw, fake), pullback = jax.vjp(lambda g: generate(g, k_gen, batch, conditions, sampler),
+                                        state.generator.params)
         real = _real_rows(data, sampler, conditions, k_rows, batch, mesh)
-        critic_params, critic_opt, critic_metrics = critic_step(critic_params, critic_opt, real, fake, conditions,
-                                                                k_critic)
+        critic, critic_metrics = critic_step(critic, real, fake, conditions, k_critic)
         if pre is not None:  # mean over all n_critic updates
             critic_metrics = jax.tree.map(lambda a, b: (jnp.sum(a) + b) / config.n_critic, pre, critic_metrics)
         grads_out, gen_metrics = jax.grad(output_loss, argnums=(0, 1), has_aux=True)(
-            raw, fake, critic_params, conditions, sampler, k_drop)
+            raw, fake, critic.params, conditions, sampler, k_drop)
         (gen_grads,) = pullback(grads_out)
-        updates, gen_opt = generator_tx.update(gen_grads, state.generator_opt, state.generator)
-        gen_params = optax.apply_updates(state.generator, updates)
-        return GANState(gen_params, critic_params, gen_opt, critic_opt, state.step + 1), {**critic_metrics,
-                                                                                         **gen_metrics}
+        generator = apply_gradients(state.generator, gen_grads, generator_tx)
+        return GANState(generator, critic), {**critic_metrics, **gen_metrics}
 
     def separate_step(state: GANState, data, sampler, key):
         k_critic, k_gen = jax.random.split(key)
-        (critic_params, critic_opt), critic_metrics = critic_updates(state, data, sampler, k_critic, config.n_critic)
-        gen_params, gen_opt, gen_metrics = generator_update(state.generator, state.generator_opt, critic_params,
-                                                            sampler, k_gen)
-        metrics = {**jax.tree.map(jnp.mean, critic_metrics), **gen_metrics}
-        return GANState(gen_params, critic_params, gen_opt, critic_opt, state.step + 1), metrics
+        critic, critic_metrics = critic_updates(state, data, sampler, k_critic, config.n_critic)
+        generator, gen_metrics = generator_update(state.generator, critic.params, sampler, k_gen)
+        return GANState(generator, critic), {**jax.tree.map(jnp.mean, critic_metrics), **gen_metrics}
 
     one_step = shared_step if shared else separate_step
 
@@ -359,26 +361,39 @@ def make_epoch_fn(gen_def, critic_def, layout: TableLayout, config: GANConfig,
 
 
 def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None):
-    """``sample(gen_params, sampler, key, batch, block_id=None, category=None) -> rows [batch, dense_dim]``.
+    """``sample(gen_params, sampler, row_keys [batch], block_id=None, category=None) -> rows [batch, dense_dim]``.
 
-    Hard one-hot blocks (Gumbel-max, an exact draw from each block's softmax). Conditions are
-    drawn from the empirical frequencies unless ``block_id`` / ``category`` (``[batch]``) fix
-    them, in which case the conditioned block is set to the requested category. With a ``mesh``
-    the rows are split over its devices (``batch`` a multiple of its size); the values do not
-    depend on it, and row ``i`` does not depend on ``batch`` (JAX's draws are prefix-consistent).
+    Hard one-hot blocks (Gumbel-max). Conditions are drawn from the empirical frequencies unless
+    ``block_id`` / ``category`` (scalars or ``[batch]``) fix them (the block is then set to it).
+    Row ``i`` draws everything from ``row_keys[i]`` only; with a ``mesh`` rows are split over it.
     """
-    generate = make_generate_fn(gen_def, layout, config, mesh)
 
-    def sample(gen_params, sampler, key, batch: int, block_id=None, category=None):
-        k_cond, k_gen = jax.random.split(key)
-        if sampler is None:
-            _, rows = generate(gen_params, k_gen, batch, hard=True)
-            return rows
-        if block_id is None:
-            conditions, impose = draw_conditions(sampler, k_cond, batch, training=False, mesh=mesh), None
-        else:
-            conditions, impose = make_conditions(sampler, block_id, category), True
-        _, rows = generate(gen_params, k_gen, batch, conditions, sampler, hard=True, impose=impose)
-        return rows
+    def row_draws(rk):
+        return (jax.random.fold_in(rk, 0), jax.random.normal(jax.random.fold_in(rk, 1), (config.noise_dim,), jnp.float32),
+                jax.random.fold_in(rk, 2))
+
+    def hard_row(raw, key):
+        return activate(raw[None], layout, key, numeric_activation=config.numeric_activation, tau=config.tau,
+                        hard=True)[0]
+
+    def sample(gen_params, sampler, row_keys, block_id=None, category=None):
+        k_cond, z, k_gumbel = constrain_rows(jax.vmap(row_draws)(constrain_rows(row_keys, mesh)), mesh)
+        batch = z.shape[0]
+        conditions, impose = None, False
+        if sampler is not None:
+            if block_id is None:
+                draw = lambda k: cond_lib.sample_condition(sampler, k, 1, training=False)
+                block_id, category = jax.tree.map(lambda a: a[:, 0], jax.vmap(draw)(k_cond))
+                impose = config.impose_condition
+            else:
+                block_id = jnp.broadcast_to(jnp.asarray(block_id, jnp.int32), (batch,))
+                category = jnp.broadcast_to(jnp.asarray(category, jnp.int32), (batch,))
+                impose = True
+            conditions = constrain_rows(make_conditions(sampler, block_id, category), mesh)
+        raw = apply(gen_def, gen_params, z, None if conditions is None else conditions.index)
+        rows = jax.vmap(hard_row)(raw, k_gumbel)
+        if impose:
+            rows = cond_lib.impose_condition(sampler, rows, conditions.block_id, conditions.category)
+        return constrain_rows(rows, mesh)
 
     return sample

@@ -4,7 +4,8 @@ A model subclasses :class:`Synthesizer`, registers a name with :func:`register`,
 
 * ``_fit(df, encoded, key, *, run_dir, resume, progress, **fit_kwargs)``: train; ``encoded`` is the
   :class:`~tabdiff_jax.table.EncodedTable` of ``df`` (``None`` when ``uses_preprocessor`` is False);
-* ``_sample(n, key, **kwargs) -> DataFrame``;
+* ``_sample_raw(start, n, key, **kwargs) -> (raw_numeric, raw_codes)``: rows ``start ..
+  start + n - 1``, row ``i`` drawn from ``fold_in(key, i)`` only (:mod:`tabdiff_jax.sampling`);
 * ``_get_state() -> (meta, arrays)`` and ``_set_state(meta, arrays)``: JSON-able metadata and a flat
   dict of numpy arrays (no pickle).
 
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.io import read_json, read_npz, write_json, write_npz
+from tabdiff_jax.io import write_json, write_npz
+from tabdiff_jax.runs import read_run_json, read_run_npz
 
 MODEL_REGISTRY: dict[str, type["Synthesizer"]] = {}
 
@@ -73,6 +76,9 @@ def get_model_class(name: str) -> type["Synthesizer"]:
     return cls
 
 
+MIN_ROWS = 10  # fewer rows than this are refused by fit: nothing to learn a distribution from
+
+
 def validate_frame(df: Any, target: Optional[str] = None) -> pd.DataFrame:
     """Checks shared by every model before any fitting: a non-empty DataFrame with unique columns."""
     if not isinstance(df, pd.DataFrame):
@@ -81,6 +87,8 @@ def validate_frame(df: Any, target: Optional[str] = None) -> pd.DataFrame:
         raise DataError("the table has no columns")
     if df.shape[0] == 0:
         raise DataError("the table is empty (0 rows)")
+    if df.shape[0] < MIN_ROWS:
+        raise DataError(f"the table has {df.shape[0]} rows; fitting a model needs at least {MIN_ROWS}")
     dup = df.columns[df.columns.duplicated()].tolist()
     if dup:
         raise DataError(f"duplicate column names: {', '.join(map(str, dup))}")
@@ -119,6 +127,7 @@ class Synthesizer:
         seed: int = 0,
         run_dir: Optional[str | Path] = None,
         resume: bool = False,
+        overwrite: bool = False,
         progress: bool = True,
         column_kinds: Optional[dict] = None,
         public_bounds: Optional[dict] = None,
@@ -134,14 +143,26 @@ class Synthesizer:
         validate_frame(df, target)
         if task not in (None, "classification", "regression"):
             raise ConfigError(f"task must be 'classification', 'regression' or None, got {task!r}")
+        run = None
+        if run_dir is not None:  # checked before any work: resuming a different table or model fails here
+            from tabdiff_jax import runs
+
+            record_args = {"target": target, "task": task, "seed": int(seed), "column_kinds": column_kinds,
+                           "public_bounds": public_bounds, "public_categories": public_categories, **fit_kwargs}
+            run = runs.RunFolder(run_dir, runs.fit_record(self.model_name, self.config, df, record_args), resume=resume,
+                                 overwrite=overwrite)
         t0 = time.perf_counter()
+        key = jax.random.key(int(seed))
         self.columns = [str(c) for c in df.columns]
         self.target = target
         encoded = None
         if self.uses_preprocessor:
             from tabdiff_jax.preprocess import Preprocessor
 
-            options = {**self.preprocessor_options, **self.config.get("preprocessor", {})}
+            # ``preprocessor=None`` (the documented default) means no extra options; the mixture
+            # fits draw from fit's seed unless the options name their own
+            options = {"seed": preprocessor_seed(key), **self.preprocessor_options,
+                       **(self.config.get("preprocessor") or {})}
             self.preprocessor = Preprocessor(**options).fit(
                 df,
                 target=target,
@@ -154,9 +175,21 @@ class Synthesizer:
             encoded = self.preprocessor.encode(df)
         else:
             self.task = task or (None if target is None else _infer_task(df[target]))
+        from tabdiff_jax.preprocess import inference
+
+        if self.task == "classification":
+            inference.single_class(target, df[target])
+        inferred = getattr(self.preprocessor, "inferred", None) or \
+            ({"task": inference.task_note(df[target], self.task)} if target is not None and task is None else {})
         t_pre = time.perf_counter() - t0
-        key = jax.random.key(int(seed))
-        self._fit(df, encoded, key, run_dir=run_dir, resume=resume, progress=progress, **fit_kwargs)
+        if run is not None:
+            run.start()  # writes resume.json (after removing the old run's files if overwrite)
+        try:
+            self._fit(df, encoded, key, run_dir=run_dir, resume=resume, progress=progress, **fit_kwargs)
+        except Exception:
+            if run is not None:
+                run.abandon()  # nothing half-written unless a checkpoint can be resumed
+            raise
         self.fitted = True
         self.fit_info = {
             "model": self.model_name,
@@ -167,6 +200,7 @@ class Synthesizer:
             "seed": int(seed),
             "preprocess_seconds": round(t_pre, 3),
             "fit_seconds": round(time.perf_counter() - t0, 3),
+            "inferred": inferred,
             **self.fit_info,
         }
         if self.preprocessor is not None:
@@ -181,17 +215,62 @@ class Synthesizer:
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------- sampling
-    def sample(self, n: int, *, seed: int = 0, **kwargs) -> pd.DataFrame:
-        """Generate ``n`` rows as a DataFrame with the training table's columns, order and dtypes."""
+    def sample(self, n: int, *, seed: int = 0, condition: Optional[dict] = None,
+               max_candidates: Optional[int] = None, **kwargs) -> pd.DataFrame:
+        """Generate ``n`` rows as a DataFrame with the training table's columns, order and dtypes.
+
+        Row ``i`` depends only on ``(seed, i)`` (see :mod:`tabdiff_jax.sampling`): not on ``n``,
+        ``chunk_size`` (rows per compiled call, a keyword of every model) or the device count.
+
+        Args:
+          condition: ``{column: value}`` of categorical columns every row must have. Imposed by the
+            model where it is conditional on that column (TabDDPM's target, CGAN's condition column,
+            CTGAN's categories), else met by rejection: candidate rows in row order, the matching ones
+            kept, at most ``max_candidates`` tried (default ``max(100 n, 100,000)``).
+
+        Raises:
+          ConfigError: bad ``n``; a condition on an unknown or numeric column, or a value the column
+            never had (listing the known ones); a class too rare to reach ``n`` rows by rejection.
+        """
         if not self.fitted:
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
-        out = self._sample(int(n), jax.random.key(int(seed)), **kwargs)
-        return out[self.columns]
+        n, key = int(n), jax.random.key(int(seed))
+        if condition is None:
+            raw = self._sample_raw(0, n, key, **kwargs)
+        else:
+            from tabdiff_jax import sampling
 
-    def _sample(self, n: int, key: jax.Array, **kwargs) -> pd.DataFrame:
+            codes = sampling.condition_codes(condition, *self._schema())
+            if self._native_condition(codes):
+                raw = self._sample_raw(0, n, key, condition=codes, **kwargs)
+            else:
+                def accept(rows):
+                    return np.all([rows[1][:, j] == code for j, code in codes.values()], axis=0)
+
+                raw = sampling.rejection_sample(lambda start, count: self._sample_raw(start, count, key, **kwargs),
+                                                n, accept, describe=", ".join(f"{c}={v!r}" for c, v in condition.items()),
+                                                max_candidates=max_candidates)
+        return self._raw_frame(*raw)[self.columns]
+
+    def _sample_raw(self, start: int, n: int, key: jax.Array, *, condition: Optional[dict] = None,
+                    **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``start .. start + n - 1`` as raw arrays ``(numeric [n, N], codes [n, K])`` (see
+        :mod:`tabdiff_jax.preprocess.frames`); ``condition`` ``{column: (j, code)}`` only when
+        :meth:`_native_condition` accepted it."""
         raise NotImplementedError
+
+    def _native_condition(self, codes: dict) -> bool:
+        """Whether the model imposes ``{column: (j, code)}`` itself (else: rejection sampling)."""
+        return False
+
+    def _schema(self) -> tuple[list, dict]:
+        """``(column specs, {categorical column: label index})`` of the raw arrays."""
+        return self.preprocessor.specs, self.preprocessor._indexes
+
+    def _raw_frame(self, raw_numeric: np.ndarray, raw_codes: np.ndarray) -> pd.DataFrame:
+        return self.preprocessor.from_arrays(raw_numeric, raw_codes)
 
     # ------------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
@@ -234,7 +313,7 @@ class Synthesizer:
         path = directory / "model.json"
         if not path.exists():
             raise DataError(f"{directory}: not a saved model (no model.json)")
-        info = read_json(path)
+        info = read_run_json(path)
         model_cls = get_model_class(info["model"])
         if cls is not Synthesizer and not issubclass(model_cls, cls):
             raise ConfigError(f"{directory} holds a {info['model']!r} model, not {cls.__name__}")
@@ -246,12 +325,25 @@ class Synthesizer:
             from tabdiff_jax.preprocess import Preprocessor
 
             model.preprocessor = Preprocessor.load(directory)
-        model._set_state(info.get("state", {}), read_npz(directory / "state.npz"))
+        model._set_state(info.get("state", {}), read_run_npz(directory / "state.npz"))
         model.fitted = True
         return model
 
 
+def preprocessor_seed(key: jax.Array) -> int:
+    """The preprocessor's integer seed (its mixture fits run in NumPy), derived from fit's ``key``.
+
+    Folded in rather than split off, so the model's own training stream stays ``key``.
+    """
+    bits = jax.random.bits(jax.random.fold_in(key, 0x50524550), (), jnp.uint32)  # "PREP"
+    return int(bits) >> 1  # a non-negative int32
+
+
 def _infer_task(y: pd.Series) -> str:
+    from tabdiff_jax.preprocess.inference import binary_number
+
+    if binary_number(y):  # a 0/1 target: two classes
+        return "classification"
     return "regression" if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y) else "classification"
 
 

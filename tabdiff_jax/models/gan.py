@@ -23,8 +23,10 @@ split by rows over the devices, parameters replicated. The batch is rounded down
 ``batch_size``; a table too small for that trains on one device). DPGAN's privacy plan uses the
 requested batch size, so ``q``, the step count and the accounting do not depend on the device
 count. Sampling splits each chunk's rows over the devices (each chunk padded to a multiple of the
-device count and trimmed: JAX's draws are prefix-consistent, so the same seed gives the same rows
-whatever the device count).
+device count and trimmed); row ``i`` draws its condition and noise from its own key
+(:mod:`tabdiff_jax.sampling`), so the same seed gives the same rows whatever the chunk size or
+device count. A condition on a column outside the conditional vector (or on a model without one)
+is met by rejection sampling (:meth:`~tabdiff_jax.models.base.Synthesizer.sample`).
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan.nets import numeric_activation_for
 from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, replicate, round_up
+from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
+from tabdiff_jax.sharding import auto_mesh, replicate
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
 from tabdiff_jax.training import (
     EpochTimer,
@@ -59,7 +62,7 @@ GAN_DEFAULTS = dict(
     residual=False, dropout=0.0, generator_lr=5e-4, critic_lr=5e-4, optimizer="adam", betas=(0.5, 0.9),
     weight_decay=0.0, loss="bce", gradient_penalty=0.0, weight_clip=None, n_critic=1, pac=1,
     conditional=None, condition_column=None, log_frequency=True, tau=0.2, numeric_activation=None,
-    checkpoint_every=50, preprocessor=None,
+    checkpoint_every=50, checkpoint_seconds=60.0, preprocessor=None,
 )
 CONDITIONALS = (None, "column", "ctgan")
 
@@ -181,49 +184,52 @@ class GANSynthesizer(Synthesizer):
         timer = EpochTimer(lambda st, k: epoch(st, data, sampler, k))
         state, history = run_training(timer, state, num_steps=num_epochs,
                                       key=k_train, run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
+                                      checkpoint_seconds=s["checkpoint_seconds"],
                                       resume=resume, progress=progress, desc=f"{type(self).__name__} epochs",
                                       log_every=1, stop_fn=stop_fn, on_log=on_log)
-        self._generator = state.generator
+        self._generator = state.generator.params
         self._sampler_arrays = sampler
         self.fit_info = {"epochs": int(state.step) // steps, "steps_per_epoch": steps,
                          "batch_size": config.batch_size, **timer.summary(),
                          "history": [(int(e), m) for e, m in history[-20:]],
-                         **self._privacy_info(int(state.step) * config.n_critic)}
+                         **self._privacy_info(int(state.critic.step))}
 
     def _privacy_info(self, critic_steps: int) -> dict:
         return {}
 
     # ---------------------------------------------------------------------------- sampling
-    def _category_code(self, column: str, value) -> int:
-        """Code of ``value`` in categorical ``column`` (DataError naming both if unknown)."""
-        from tabdiff_jax.preprocess import frames
+    def _native_condition(self, codes: dict) -> bool:
+        """One column that the conditional vector covers (CGAN's column, CTGAN's categories)."""
+        if self._sampler_arrays is None or len(codes) != 1:
+            return False
+        return next(iter(codes)) in [self._layout.categorical_names[b] for b in self._sampler_arrays.blocks]
 
-        spec = next((sp for sp in self.preprocessor.specs if sp.name == column), None)
-        if spec is None:
-            raise ConfigError(f"condition: {column!r} is not a column of the table")
-        codes = frames.category_codes(pd.Series([value], dtype=object), spec, frames.label_index(spec))
-        return int(codes[0])
+    def _chunk(self, size: int, mesh):
+        """Compiled ``chunk(generator, sampler, key, start, block_id, category) -> (raw_numeric, raw_codes)``
+        of ``size`` rows (row ``i`` from ``fold_in(key, i)``), decoded on the device."""
+        def build():
+            sample = make_sample_fn(self._gen_def, self._layout, self._config, mesh)
+            pre, layout = self.preprocessor, self._layout
 
-    def _sample(self, n, key, *, condition: Optional[dict] = None, batch_size: int = 4096):
-        layout, sampler = self._layout, self._sampler_arrays
-        mesh = auto_mesh()  # rows of each chunk split over all local devices
-        if getattr(self, "_sample_fn", None) is None:
-            self._sample_fn = jax.jit(make_sample_fn(self._gen_def, layout, self._config, mesh), static_argnums=3)
-        chunk = min(int(batch_size), n)
-        padded = round_up(chunk, mesh)  # split evenly, then trimmed
-        fixed = (None, None)
-        if condition:
-            if sampler is None:
-                raise ConfigError(f"condition: {type(self).__name__} was fit without a conditional vector "
-                                  "(use CGAN, or conditional='ctgan')")
-            if len(condition) != 1:
-                raise ConfigError(f"condition: give exactly one column, got {list(condition)}")
-            (column, value), = condition.items()
-            fixed = cond_lib.fixed_condition(sampler, layout, column, self._category_code(column, value), padded)
-        rows = [self._sample_fn(self._generator, sampler, jax.random.fold_in(key, i), padded, *fixed)[:chunk]
-                for i in range(-(-n // chunk))]
-        rows = jnp.concatenate(rows, axis=0)[:n]
-        return self.preprocessor.decode(from_dense(rows, layout))
+            def chunk(generator, sampler, key, start, block_id=None, category=None):
+                rows = sample(generator, sampler, row_keys(key, start, size), block_id, category)
+                return pre.decode_arrays(from_dense(rows, layout))
+
+            return jax.jit(chunk)
+
+        return cached_chunk(self, size, mesh, (self._gen_def, self.preprocessor, self._layout, self._config), build)
+
+    def _sample_raw(self, start, n, key, *, condition: Optional[dict] = None, chunk_size: int = 4096):
+        fixed = ()
+        if condition:  # accepted by _native_condition: one column of the conditional vector
+            (column, (_, code)), = condition.items()
+            fixed = cond_lib.fixed_condition(self._sampler_arrays, self._layout, column, code, 1)
+
+        def make(size, mesh):
+            fn = self._chunk(size, mesh)
+            return lambda first, _: fn(self._generator, self._sampler_arrays, key, first, *fixed)
+
+        return sample_rows(make, n, start=start, chunk_size=chunk_size)
 
     # ------------------------------------------------------------------------- persistence
     def _get_state(self):
@@ -245,7 +251,7 @@ class GANSynthesizer(Synthesizer):
             sampler = sampler.replace(sample_logits=jnp.asarray(arrays["sample_logits"]))
         config = self._gan_config(int(meta["batch_size"]))
         *_, state = self._build(layout, config, 0 if sampler is None else sampler.cond_dim, jax.random.key(0))
-        self._generator = arrays_to_tree(state.generator, arrays, "generator")
+        self._generator = arrays_to_tree(state.generator.params, arrays, "generator")
         self._sampler_arrays = sampler
 
 
@@ -290,7 +296,7 @@ class CTGAN(GANSynthesizer):
     preprocessor_options = {"numeric": "mode_specific"}
 
 
-DP_OPTIONS = dict(epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", dp_method="ghost")
+DP_OPTIONS = dict(epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", clipping="ghost")
 
 
 @_preset("dpgan", epochs=20, **DP_OPTIONS)
@@ -299,7 +305,8 @@ class DPGAN(GANSynthesizer):
     ``batch_size``, per-example clipping ``l2_clip``, noise calibrated to ``(epsilon, delta)`` over
     all ``epochs * steps_per_epoch * n_critic`` critic steps), the generator as post-processing.
 
-    Extra options: ``epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", dp_method="ghost"``.
+    Extra options: ``epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", clipping="ghost"``
+    (per-example clipping by book-keeping, "ghost", or through ``jax.vmap``, "vmap").
     Numbers use min-max scaling, which needs only the bounds: pass ``public_bounds`` and
     ``public_categories`` to ``fit`` so that nothing is learned from the private table outside
     the budget (a warning names what was). ``fit_info`` records epsilon, delta, epsilon_spent,
@@ -311,12 +318,13 @@ class DPGAN(GANSynthesizer):
     def __init__(self, **config):
         super().__init__(**config)
         from tabdiff_jax.gan.private import check_private_config
-        from tabdiff_jax.privacy import check_epsilon
+        from tabdiff_jax.privacy.dpsgd import CLIPPINGS
 
         s = self.settings
         check_private_config(self._gan_config(int(s["batch_size"])), conditional=s["conditional"] is not None,
                              dropout=float(s["dropout"]))
-        check_epsilon(s["epsilon"])
+        validate.positive_float("epsilon", s["epsilon"])
+        validate.in_choices("clipping", s["clipping"], CLIPPINGS)
 
     def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps, *,
                        expected_batch, mesh=None):
@@ -350,7 +358,7 @@ class DPGAN(GANSynthesizer):
             return {"eps": f"{tracker.epsilon_spent(epoch * per_epoch):.3g}"}
 
         update = make_private_critic_update(gen_def, critic_def, layout, config, critic_tx, plan=plan, num_rows=n,
-                                            l2_clip=float(s["l2_clip"]), method=s["dp_method"], mesh=mesh)
+                                            l2_clip=float(s["l2_clip"]), clipping=s["clipping"], mesh=mesh)
         return update, stop_fn, on_log
 
     def _privacy_info(self, critic_steps: int) -> dict:

@@ -10,9 +10,13 @@ preprocessor's column schema, :mod:`tabdiff_jax.preprocess.schema`).
 
 Neighbours are found once, at fit time, with scikit-learn's ``NearestNeighbors`` on min-max
 scaled numbers (missing: 0 plus an indicator) and one-hot categories weighted as in SMOTE-NC
-(a differing category costs about the median standard deviation of the numbers, per class). Class counts of a sample
-follow the training frequencies (largest-remainder rounding). All randomness comes from the
-``seed`` of :meth:`sample`. The state (the encoded training rows and their neighbour lists) is
+(a differing category costs about the median standard deviation of the numbers, per class). Each
+new row draws its class from the training class frequencies, then its base row, its neighbour and
+``lambda``, all from its own key ``fold_in(key, i)`` (the sampling contract of
+:mod:`tabdiff_jax.sampling`: ``sample(n)[:m] == sample(m)``); class counts are therefore
+multinomial around the training frequencies (they used to be split exactly over ``n`` by
+largest-remainder rounding, which made the rows depend on ``n``). ``sample(n, condition={target:
+value})`` draws every row from that class. All randomness comes from the ``seed`` of :meth:`sample`. The state (the encoded training rows and their neighbour lists) is
 saved as arrays in ``state.npz`` and the column schema as JSON: no pickle.
 
 Example:
@@ -22,7 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -35,6 +42,7 @@ from tabdiff_jax.preprocess.schema import (
     fit_column,
     infer_kind,
 )
+from tabdiff_jax.sampling import row_keys, sample_rows
 
 _MAX_CATEGORIES = 1_000_000  # SMOTE copies categories; it has no reason to limit their number
 _DENSE_BYTES = 256 * 2**20
@@ -93,12 +101,10 @@ def _class_neighbours(features: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(index, order, axis=1)
 
 
-def largest_remainder(n: int, counts: np.ndarray) -> np.ndarray:
-    """Split ``n`` into integers proportional to ``counts`` (largest-remainder rounding)."""
-    share = n * counts / counts.sum()
-    out = np.floor(share).astype(np.int64)
-    out[np.argsort(-(share - out), kind="stable")[: n - out.sum()]] += 1
-    return out
+@functools.partial(jax.jit, static_argnames="size")
+def _row_bits(key, start, _unused=None, *, size):
+    """``[size, 4]`` uint32: four random words per row from ``fold_in(key, row)``."""
+    return jax.vmap(lambda k: jax.random.bits(k, (4,), jnp.uint32))(row_keys(key, start, size))
 
 
 @register("smote")
@@ -119,7 +125,9 @@ class SMOTE(Synthesizer):
     def _fit(self, df, encoded, key, *, run_dir, resume, progress, **fit_kwargs) -> None:
         if fit_kwargs:
             raise ConfigError(f"SMOTE does not train: option(s) {sorted(fit_kwargs)} do not apply")
-        specs = [fit_column(df[c], infer_kind(df[c], None, None), _MAX_CATEGORIES) for c in df.columns]
+        # a classification target is categorical whatever its dtype (its classes are what a condition names)
+        kinds = {c: CATEGORICAL if c == self.target and self.task == "classification" else None for c in df.columns}
+        specs = [fit_column(df[c], infer_kind(df[c], kinds[c], None), _MAX_CATEGORIES) for c in df.columns]
         self._set_schema(specs)
         raw_numeric, codes = frames.frame_to_raw(df, specs, self._indexes)
         if self.target is not None and self.task == "classification":
@@ -148,31 +156,41 @@ class SMOTE(Synthesizer):
         self._indexes = {s.name: frames.label_index(s) for s in cat_specs}
         self._labels = {s.name: frames.label_array(s) for s in cat_specs}
 
-    def _sample(self, n: int, key: jax.Array, **kwargs) -> pd.DataFrame:
-        unknown = set(kwargs) - {"batch_size"}  # one pass, no batches: batch_size is accepted and ignored
-        if unknown:
-            raise ConfigError(f"SMOTE.sample does not take {sorted(unknown)}")
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key), np.uint32))
-        class_ids, class_counts = np.unique(self._classes, return_counts=True)
-        parts_num, parts_codes = [], []
-        for c, m in zip(class_ids, largest_remainder(n, class_counts)):
-            if m == 0:
-                continue
-            rows = np.flatnonzero(self._classes == c)
-            base = rows[rng.integers(len(rows), size=m)]
-            k_c = int((self._neighbours[rows[0]] >= 0).sum())
-            lam = rng.random(m)
-            partner = self._neighbours[base, rng.integers(k_c, size=m)] if k_c > 0 else base
-            x, x_nb = self._raw_numeric[base].astype(np.float64), self._raw_numeric[partner].astype(np.float64)
-            near_partner = (lam >= 0.5)[:, None]
-            mixed = x + lam[:, None] * (x_nb - x)
-            either_missing = np.isnan(x) | np.isnan(x_nb)
-            parts_num.append(np.where(either_missing, np.where(near_partner, x_nb, x), mixed))
-            parts_codes.append(np.where(near_partner, self._codes[partner], self._codes[base]))
-        order = rng.permutation(n)
-        raw_numeric = np.concatenate(parts_num)[order]
-        codes = np.concatenate(parts_codes)[order]
-        return frames.raw_to_frame(raw_numeric, codes, self._specs, self._labels)
+    def _schema(self):
+        return self._specs, self._indexes
+
+    def _raw_frame(self, raw_numeric, raw_codes) -> pd.DataFrame:
+        return frames.raw_to_frame(raw_numeric, raw_codes, self._specs, self._labels)
+
+    def _native_condition(self, codes: dict) -> bool:
+        return self.task == "classification" and set(codes) == {self.target}  # draw from that class only
+
+    def _sample_raw(self, start, n, key, *, condition=None, chunk_size=None):
+        # Row i draws four 32-bit numbers from fold_in(key, i): its class, its base row, the neighbour,
+        # and lambda, so it does not depend on n or on the other rows.
+        bits = sample_rows(lambda size, mesh: functools.partial(_row_bits, key, size=size), n, start=start,
+                           chunk_size=chunk_size or 65536, mesh=None)
+        u = bits.astype(np.float64) / 2.0**32  # [n, 4] in [0, 1)
+        class_ids, first, counts = np.unique(self._classes, return_index=True, return_counts=True)
+        order = np.argsort(self._classes, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        if condition:
+            j, code = condition[self.target]
+            rows = np.flatnonzero(self._codes[:, j] == code)
+            cls = np.full(n, np.searchsorted(class_ids, self._classes[rows[0]]))
+        else:  # the class by the training frequencies
+            cls = np.minimum(np.searchsorted(np.cumsum(counts), u[:, 0] * counts.sum(), side="right"), len(counts) - 1)
+        base = order[starts[cls] + np.minimum((u[:, 1] * counts[cls]).astype(np.int64), counts[cls] - 1)]
+        valid = (self._neighbours[base] >= 0).sum(axis=1)
+        pick = np.minimum((u[:, 2] * valid).astype(np.int64), np.maximum(valid - 1, 0))
+        partner = np.where(valid > 0, self._neighbours[base, pick], base)
+        lam = u[:, 3]
+        x, x_nb = self._raw_numeric[base].astype(np.float64), self._raw_numeric[partner].astype(np.float64)
+        near_partner = (lam >= 0.5)[:, None]
+        mixed = x + lam[:, None] * (x_nb - x)
+        either_missing = np.isnan(x) | np.isnan(x_nb)
+        raw_numeric = np.where(either_missing, np.where(near_partner, x_nb, x), mixed)
+        return raw_numeric, np.where(near_partner, self._codes[partner], self._codes[base])
 
     def _get_state(self):
         meta = {"specs": [s.to_json() for s in self._specs]}

@@ -31,6 +31,7 @@ from flax import nnx
 from tabdiff_jax.diffusion import samplers
 from tabdiff_jax.diffusion import tabddpm as dm
 from tabdiff_jax.diffusion.denoiser import split_params
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.sharding import auto_mesh
@@ -51,15 +52,9 @@ from tabdiff_jax.training import (
 TABDDPM_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, num_timesteps=100, schedule="cosine",
     d_layers=(256, 256), dim_t=128, dropout=0.0, ema_decay=None, sample_with_ema=True, grad_clip=None,
-    checkpoint_every=1000, log_every=50, num_sample_steps=None, sample_batch_size=None, matmul_dtype=None,
+    checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, num_sample_steps=None, sample_batch_size=None, matmul_dtype=None,
     preprocessor=None,
 )
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,13 +88,13 @@ class TabDDPM(Synthesizer):
         for name in ("steps", "batch_size", "num_timesteps", "dim_t", "checkpoint_every", "log_every",
                      "sample_batch_size"):
             if name != "sample_batch_size" or s[name] is not None:
-                _positive_int(name, s[name], 0 if name == "steps" else 1)
+                validate.positive_int(name, s[name], 0 if name == "steps" else 1)
         if s["num_sample_steps"] is not None:
-            _positive_int("num_sample_steps", s["num_sample_steps"])
+            validate.positive_int("num_sample_steps", s["num_sample_steps"])
             if s["num_sample_steps"] > s["num_timesteps"]:
                 raise ConfigError(f"num_sample_steps ({s['num_sample_steps']}) exceeds num_timesteps ({s['num_timesteps']})")
-        if not float(s["lr"]) > 0 or float(s["weight_decay"]) < 0:
-            raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {s['lr']!r}, {s['weight_decay']!r}")
+        validate.positive_float("lr", s["lr"])
+        validate.positive_float("weight_decay", s["weight_decay"], allow_zero=True)
         if s["ema_decay"] is not None and not 0.0 < float(s["ema_decay"]) < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or None, got {s['ema_decay']!r}")
         if not 0.0 <= float(s["dropout"]) < 1.0:
@@ -115,10 +110,9 @@ class TabDDPM(Synthesizer):
         """``(config, graphdef, params)`` of a fresh denoiser for ``layout``."""
         s = self.settings
         config = dm.DiffusionConfig.from_layout(layout, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])
-        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         model = dm.make_denoiser(config, d_layers=tuple(s["d_layers"]), dim_t=int(s["dim_t"]),
                                  dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"],
-                                 rngs=nnx.Rngs(seed))
+                                 rngs=nnx.Rngs(key))
         graphdef, params = split_params(model)
         self._layout, self._config, self._graphdef = layout, config, graphdef
         return config, graphdef, params
@@ -131,11 +125,11 @@ class TabDDPM(Synthesizer):
         s = self.settings
         if epochs is not None:
             raise ConfigError("TabDDPM counts training steps, not epochs: use steps= (--steps)")
-        num_steps = _positive_int("steps", s["steps"] if steps is None else steps, 0)
+        num_steps = validate.positive_int("steps", s["steps"] if steps is None else steps, 0)
         layout = encoded.layout
         feats, y = split_target(encoded) if layout.task == "classification" else (encoded, None)
         n = feats.num_rows
-        batch = min(_positive_int("batch_size", s["batch_size"] if batch_size is None else batch_size), n)
+        batch = min(validate.positive_int("batch_size", s["batch_size"] if batch_size is None else batch_size), n)
         k_init, k_train = jax.random.split(key)
         config, graphdef, params = self._build(layout, k_init)
         if config.num_classes:
@@ -160,7 +154,8 @@ class TabDDPM(Synthesizer):
                 late = max_seconds is not None and time.perf_counter() - t0 > float(max_seconds)
                 return late or (stop_after_steps is not None and i >= int(stop_after_steps))
         state, history = run_training(lambda st, k: step(st, data, k), state, num_steps=num_steps, key=k_train,
-                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
+                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
+                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume,
                                       progress=progress, desc="TabDDPM", log_every=int(s["log_every"]),
                                       stop_fn=stop_fn)
         seconds = time.perf_counter() - t0
@@ -199,34 +194,23 @@ class TabDDPM(Synthesizer):
             self._postprocess = postprocess
         return self._postprocess
 
-    def _sample(self, n, key, *, y=None, condition: Optional[dict] = None, batch_size: Optional[int] = None,
-                num_sample_steps: Optional[int] = None):
+    def _native_condition(self, codes: dict) -> bool:
+        return bool(self._config.num_classes) and set(codes) == {self.target}  # the label condition y
+
+    def _sample_raw(self, start, n, key, *, y=None, condition: Optional[dict] = None,
+                    chunk_size: Optional[int] = None, num_sample_steps: Optional[int] = None):
         s = self.settings
         if condition:
-            extra = set(condition) - {self.target}
-            if extra or y is not None:
-                raise ConfigError(f"condition: TabDDPM conditions only on its classification target {self.target!r}"
-                                  f" (got {sorted(condition)}{' and y' if y is not None else ''})")
-            y = condition[self.target]
-        codes = None if y is None else self._target_codes(y, n)
-        chunk = s["sample_batch_size"] if batch_size is None else batch_size
-        chunk = None if chunk is None else _positive_int("batch_size", chunk)  # None: the sampler's default
+            if y is not None:
+                raise ConfigError("give either y or condition={target: value}, not both")
+            codes = np.full(n, condition[self.target][1], np.int32)
+        else:
+            codes = None if y is None else self._target_codes(y, n)
+        chunk = s["sample_batch_size"] if chunk_size is None else chunk_size
         steps = s["num_sample_steps"] if num_sample_steps is None else num_sample_steps
-        raw_numeric, raw_codes = samplers.sample(self._params, self._graphdef, self._config, key, n, y=codes,
-                                                 class_probs=self._class_probs, chunk_size=chunk,
-                                                 num_sample_steps=steps, postprocess=self._decode_fn())
-        return self.preprocessor.from_arrays(raw_numeric, raw_codes)
-
-    def sample_encoded(self, n: int, *, seed: int = 0, y=None, batch_size: Optional[int] = None,
-                       num_sample_steps: Optional[int] = None) -> EncodedTable:
-        """``n`` rows as an :class:`EncodedTable` (before decoding), for speed measurements and tests."""
-        codes = None if y is None else self._target_codes(y, n)
-        s = self.settings
-        batch = samplers.sample(self._params, self._graphdef, self._config, jax.random.key(int(seed)), n, y=codes,
-                                class_probs=self._class_probs,
-                                chunk_size=s["sample_batch_size"] if batch_size is None else batch_size,
-                                num_sample_steps=s["num_sample_steps"] if num_sample_steps is None else num_sample_steps)
-        return samplers.to_encoded_table(batch, self._layout)
+        return samplers.sample(self._params, self._graphdef, self._config, key, n, y=codes,
+                               class_probs=self._class_probs, chunk_size=chunk, num_sample_steps=steps,
+                               postprocess=self._decode_fn(), start=start)
 
     # ------------------------------------------------------------------------- persistence
     def _get_state(self):

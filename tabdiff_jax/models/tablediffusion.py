@@ -21,14 +21,13 @@ Poisson batch is split by rows over the devices (DP-SGD clips per row, the noise
 the all-reduced sum), its capacity rounded up to a multiple of the device count (the sampling rate
 and the expected batch size, hence the privacy accounting, are unchanged, and a larger capacity
 only lowers the truncation probability that the plan bounds). Sampling splits each chunk's rows
-over the devices; each chunk is padded to a multiple of the device count and trimmed, and JAX's
-random draws are prefix-consistent (row ``i`` of a draw does not depend on the number of rows), so
-the same seed gives the same rows whatever the device count.
+over the devices; each chunk is padded to a multiple of the device count and trimmed, and row ``i``
+draws all its noise from its own key (:mod:`tabdiff_jax.sampling`), so the same seed gives the same
+rows whatever the chunk size or device count.
 """
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +40,7 @@ from tabdiff_jax.diffusion.tablediffusion import (
     make_loss,
     make_sampler,
 )
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.privacy import (
@@ -53,15 +53,18 @@ from tabdiff_jax.privacy import (
     poisson_sample,
     steps_for_epochs,
 )
+from tabdiff_jax.privacy.dpsgd import CLIPPINGS
 from tabdiff_jax.privacy.preprocessing import audit_preprocessing
+from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
 from tabdiff_jax.sharding import auto_mesh, replicate, round_up
+from tabdiff_jax.state import split_params
 from tabdiff_jax.table import TableLayout, to_dense
 from tabdiff_jax.training import arrays_to_tree, run_training, tree_to_arrays
 
 DEFAULTS = dict(
     epsilon=1.0, delta=1e-5, num_timesteps=5, hidden_dims=(256, 256), batch_size=1024, epochs=10.0, steps=None,
-    lr=5e-3, betas=(0.5, 0.999), l2_clip=1.0, accountant="rdp", method="ghost", time_conditioning=True,
-    categorical="argmax", checkpoint_every=1000, preprocessor=None,
+    lr=5e-3, betas=(0.5, 0.999), l2_clip=1.0, accountant="rdp", clipping="ghost", time_conditioning=True,
+    categorical="argmax", checkpoint_every=1000, checkpoint_seconds=60.0, preprocessor=None,
 )
 
 
@@ -71,7 +74,7 @@ class TableDiffusion(Synthesizer):
 
     Options: ``epsilon``, ``delta``, ``num_timesteps``, ``hidden_dims``, ``batch_size`` (expected
     Poisson batch), ``epochs`` or ``steps`` (planned length; sigma is calibrated for it), ``lr``,
-    ``betas``, ``l2_clip``, ``accountant`` ("rdp" | "pld"), ``method`` ("ghost" | "vmap"),
+    ``betas``, ``l2_clip``, ``accountant`` ("rdp" | "pld"), ``clipping`` ("ghost" | "vmap"),
     ``time_conditioning``, ``categorical`` ("sample" | "argmax", see :func:`decode_categories`),
     ``checkpoint_every``, ``preprocessor`` (Preprocessor options). Numbers go through the quantile
     transform by default, as in the reference code: its quantiles are learned from the private
@@ -92,17 +95,14 @@ class TableDiffusion(Synthesizer):
         if unknown:
             raise ConfigError(f"TableDiffusion: unknown option(s) {', '.join(unknown)}; options are {', '.join(sorted(DEFAULTS))}")
         s = {**DEFAULTS, **config}
-        if s["epsilon"] is not None and not (isinstance(s["epsilon"], (int, float)) and 0 < s["epsilon"] < math.inf):
-            raise ConfigError(f"epsilon must be a positive number (or None for no privacy), got {s['epsilon']!r}")
+        if s["epsilon"] is not None:  # None: no privacy
+            validate.positive_float("epsilon", s["epsilon"])
         check_delta(s["delta"])
         if not (isinstance(s["num_timesteps"], int) and 1 <= s["num_timesteps"] <= 50):
             raise ConfigError(f"num_timesteps must be an integer in [1, 50] (TableDiffusion uses 3..5), got {s['num_timesteps']!r}")
-        if not (isinstance(s["batch_size"], int) and s["batch_size"] >= 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {s['batch_size']!r}")
-        if s["method"] not in ("ghost", "vmap"):
-            raise ConfigError(f"method must be 'ghost' or 'vmap', got {s['method']!r}")
-        if s["categorical"] not in ("sample", "argmax"):
-            raise ConfigError(f"categorical must be 'sample' or 'argmax', got {s['categorical']!r}")
+        validate.positive_int("batch_size", s["batch_size"])
+        validate.in_choices("clipping", s["clipping"], CLIPPINGS)
+        validate.in_choices("categorical", s["categorical"], ("sample", "argmax"))
         self.settings = s
         super().__init__(**config)
         self.config["preprocessor"] = dict(s["preprocessor"] or {})  # merged into preprocessor_options by fit
@@ -112,7 +112,7 @@ class TableDiffusion(Synthesizer):
         s = self.settings
         cond = 1 if s["time_conditioning"] else 0
         net = TableDiffusionNet(data_dim + cond, data_dim, s["hidden_dims"], rngs=nnx.Rngs(params=key))
-        self._graphdef, params = nnx.split(net, nnx.Param)
+        self._graphdef, params = split_params(net)
         self._data_dim = data_dim
         return params
 
@@ -139,7 +139,7 @@ class TableDiffusion(Synthesizer):
                                 accountant=s["accountant"])
             q, num_steps, capacity = plan.sampling_rate, plan.steps, round_up(plan.capacity, mesh)
             dp = make_private_step(loss_fn, optimizer, l2_clip=s["l2_clip"], noise_multiplier=plan.noise_multiplier,
-                                   expected_batch_size=plan.expected_batch_size, method=s["method"],
+                                   expected_batch_size=plan.expected_batch_size, clipping=s["clipping"],
                                    graphdef=self._graphdef, jit=False, mesh=mesh)
             tracker = BudgetTracker(plan.target_epsilon, plan.accountant_delta, noise_multiplier=plan.noise_multiplier,
                                     sampling_rate=q, accountant=s["accountant"])
@@ -162,7 +162,8 @@ class TableDiffusion(Synthesizer):
         data = replicate(data, mesh)  # every device gathers its rows of the batch locally
         state = replicate((dp.init(params), jnp.zeros((), jnp.int32)), mesh)
         state, history = run_training(lambda st, k: jitted(st, k, data), state, num_steps=num_steps, key=k_train,
-                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
+                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
+                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume,
                                       progress=progress, desc="TableDiffusion", stop_fn=stop_fn, on_log=on_log)
         train_state, truncated = state
         self._params, self._layout = train_state.params, layout
@@ -175,7 +176,7 @@ class TableDiffusion(Synthesizer):
             info.update({"epsilon": plan.target_epsilon, "delta": plan.delta, "noise_multiplier": plan.noise_multiplier,
                          "epsilon_spent": spent, "accountant": plan.accountant, "accountant_delta": plan.accountant_delta,
                          "truncation_delta": plan.truncation_delta, "l2_clip": float(s["l2_clip"]),
-                         "expected_batch_size": plan.expected_batch_size, "clipping": s["method"]})
+                         "expected_batch_size": plan.expected_batch_size, "clipping": s["clipping"]})
             if progress:
                 print(f"TableDiffusion: spent epsilon {spent:.4f} of {plan.target_epsilon:g} "
                       f"(delta {plan.delta:g}, sigma {plan.noise_multiplier:.4f}, q {q:.4g}, {done} steps)")
@@ -184,22 +185,28 @@ class TableDiffusion(Synthesizer):
         self.fit_info = info
 
     # ------------------------------------------------------------------------ sampling
-    def _sampler(self, mesh=None):
-        if getattr(self, "_sample_fn", None) is None:
+    def _chunk(self, size: int, mesh):
+        """Compiled ``chunk(params, key, start) -> (raw_numeric, raw_codes)`` of ``size`` rows, decoded on
+        the device; row keys ``fold_in(fold_in(key, 0), i)`` for the denoising and
+        ``fold_in(fold_in(key, 1), i)`` for the category draws."""
+        def build():
             s = self.settings
-            self._sample_fn = jax.jit(make_sampler(self._graphdef, s["num_timesteps"], self._data_dim,
-                                                   s["time_conditioning"], mesh=mesh), static_argnums=2)
-        return self._sample_fn
+            sampler = make_sampler(self._graphdef, s["num_timesteps"], self._data_dim, s["time_conditioning"],
+                                   mesh=mesh)
+            pre, layout = self.preprocessor, self._layout
 
-    def _sample(self, n, key, *, batch_size: int = 8192):
-        mesh = auto_mesh()  # rows of each chunk split over all local devices
-        sample = self._sampler(mesh)
-        chunk = min(int(batch_size), n)
-        padded = round_up(chunk, mesh)  # each chunk padded to split evenly, then trimmed (same rows)
-        k_rows, k_cat = jax.random.split(key)
-        rows = [sample(self._params, jax.random.fold_in(k_rows, i), padded)[:chunk] for i in range(-(-n // chunk))]
-        dense = jnp.concatenate(rows, axis=0)[:n]
-        return self.preprocessor.decode(decode_categories(dense, self._layout, k_cat, self.settings["categorical"]))
+            def chunk(params, key, start):
+                dense = sampler(params, row_keys(jax.random.fold_in(key, 0), start, size))
+                cat_keys = row_keys(jax.random.fold_in(key, 1), start, size)
+                return pre.decode_arrays(decode_categories(dense, layout, cat_keys, s["categorical"]))
+
+            return jax.jit(chunk)
+
+        return cached_chunk(self, size, mesh, (self._graphdef, self.preprocessor, self._layout), build)
+
+    def _sample_raw(self, start, n, key, *, chunk_size: int = 8192):
+        make = lambda size, mesh: lambda first, _: self._chunk(size, mesh)(self._params, key, first)
+        return sample_rows(make, n, start=start, chunk_size=chunk_size)
 
     # --------------------------------------------------------------------- persistence
     def _get_state(self):

@@ -17,20 +17,22 @@ An epoch is one ``lax.scan`` over ``n // batch_size`` batches of a fresh permuta
 
 Data parallelism over all local devices (:func:`tabdiff_jax.sharding.auto_mesh`): each batch is split
 by rows over the devices (parameters replicated), the batch rounded down to a multiple of the device
-count; sampling splits each chunk's rows over the devices and gives the same rows for the same seed
-whatever the device count.
+count; sampling splits each chunk's rows over the devices, and row ``i`` draws its latent and noise
+from its own key (:mod:`tabdiff_jax.sampling`): the same rows for the same seed whatever the chunk
+size or device count. ``sample(n, condition=...)`` is met by rejection sampling.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan.nets import numeric_activation_for
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, replicate, round_up
+from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
+from tabdiff_jax.sharding import auto_mesh, replicate
+from tabdiff_jax.state import split_params
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
 from tabdiff_jax.training import (
     EpochTimer,
@@ -44,14 +46,15 @@ from tabdiff_jax.training import (
 from tabdiff_jax.vae.core import (
     Decoder,
     Encoder,
-    TVAEState,
+    init_tvae_state,
     make_tvae_epoch,
     make_tvae_sample,
 )
 
 TVAE_DEFAULTS = dict(epochs=300, batch_size=500, latent_dim=128, encoder_dims=(128, 128),
                      decoder_dims=(128, 128), lr=1e-3, weight_decay=1e-5, loss_factor=2.0,
-                     categorical="argmax", checkpoint_every=50, preprocessor=None)
+                     categorical="argmax", checkpoint_every=50, checkpoint_seconds=60.0,
+                     preprocessor=None)
 
 
 @register("tvae")
@@ -86,7 +89,7 @@ class TVAE(Synthesizer):
         enc = Encoder(layout.dense_dim, s["encoder_dims"], s["latent_dim"], rngs=nnx.Rngs(params=k_enc))
         dec = Decoder(s["latent_dim"], s["decoder_dims"], layout.dense_dim, layout.num_numeric,
                       rngs=nnx.Rngs(params=k_dec))
-        (self._enc_def, enc_params), (self._dec_def, dec_params) = nnx.split(enc), nnx.split(dec)
+        (self._enc_def, enc_params), (self._dec_def, dec_params) = split_params(enc), split_params(dec)
         self._layout, self._sample_fn = layout, None
         return enc_params, dec_params
 
@@ -111,37 +114,37 @@ class TVAE(Synthesizer):
         k_init, k_train = jax.random.split(key)
         enc, dec = self._build(layout, k_init)
         tx = make_optimizer("adam", s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
-        state = TVAEState(enc, dec, tx.init((enc, dec)), jnp.zeros((), jnp.int32))
+        state = init_tvae_state({"encoder": enc, "decoder": dec}, tx)
         epoch = jax.jit(make_tvae_epoch(self._enc_def, self._dec_def, layout, tx, batch_size=batch,
                                         steps_per_epoch=steps, numeric_activation=self._numeric_activation,
                                         loss_factor=float(s["loss_factor"]), mesh=mesh), donate_argnums=0)
         data, state = replicate((data, state), mesh)
         timer = EpochTimer(lambda st, k: epoch(st, data, k))
         state, history = run_training(timer, state, num_steps=num_epochs, key=k_train,
-                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]), resume=resume,
+                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
+                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume,
                                       progress=progress, desc="TVAE epochs", log_every=1)
-        self._decoder, self._encoder = state.decoder, state.encoder
+        self._decoder, self._encoder = state.params["decoder"], state.params["encoder"]
         self.fit_info = {"epochs": int(state.step) // steps, "steps_per_epoch": steps, "batch_size": batch,
                          **timer.summary(),
                          "history": [(int(e), m) for e, m in history[-20:]]}
 
-    def _sample(self, n, key, *, batch_size: int = 4096):
-        layout = self._layout
-        mesh = auto_mesh()  # rows of each chunk split over all local devices
-        sample = self._sampler(mesh)
-        chunk = min(int(batch_size), n)
-        padded = round_up(chunk, mesh)  # split evenly, then trimmed
-        rows = [sample(self._decoder, jax.random.fold_in(key, i), padded)[:chunk] for i in range(-(-n // chunk))]
-        rows = jnp.concatenate(rows, axis=0)[:n]
-        return self.preprocessor.decode(from_dense(rows, layout))
+    def _chunk(self, size: int, mesh):
+        """Compiled ``chunk(decoder, key, start) -> (raw_numeric, raw_codes)`` of ``size`` rows (row ``i``
+        from ``fold_in(key, i)``), decoded on the device."""
+        def build():
+            sample = make_tvae_sample(self._dec_def, self._layout, latent_dim=int(self.settings["latent_dim"]),
+                                      numeric_activation=self._numeric_activation,
+                                      categorical=self.settings["categorical"], mesh=mesh)
+            pre, layout = self.preprocessor, self._layout
+            return jax.jit(lambda dec, key, start: pre.decode_arrays(from_dense(sample(dec, row_keys(key, start, size)),
+                                                                                layout)))
 
-    def _sampler(self, mesh=None):
-        if getattr(self, "_sample_fn", None) is None:
-            fn = make_tvae_sample(self._dec_def, self._layout, latent_dim=int(self.settings["latent_dim"]),
-                                  numeric_activation=self._numeric_activation, categorical=self.settings["categorical"],
-                                  mesh=mesh)
-            self._sample_fn = jax.jit(fn, static_argnums=2)
-        return self._sample_fn
+        return cached_chunk(self, size, mesh, (self._dec_def, self.preprocessor, self._layout), build)
+
+    def _sample_raw(self, start, n, key, *, chunk_size: int = 4096):
+        make = lambda size, mesh: lambda first, _: self._chunk(size, mesh)(self._decoder, key, first)
+        return sample_rows(make, n, start=start, chunk_size=chunk_size)
 
     def _get_state(self):
         return {"layout": self._layout.to_json()}, {**tree_to_arrays(self._encoder, "encoder"),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import DataError
+from tabdiff_jax.preprocess import inference
 from tabdiff_jax.preprocess.schema import (
     CATEGORICAL,
     DATETIME,
@@ -62,6 +63,8 @@ def centred_values(series: pd.Series, spec: ColumnSpec) -> np.ndarray:
       DataError: +/-inf values, or missing values in a column that had none when fitted.
     """
     if spec.kind == DATETIME:
+        if spec.date_format and not pd.api.types.is_datetime64_any_dtype(series.dtype):
+            series = inference.parse_dates(series, spec.date_format, spec.name)
         if not pd.api.types.is_datetime64_any_dtype(series.dtype):
             raise DataError(f"column {spec.name!r} was fitted as datetime but has dtype {series.dtype}")
         ns = datetime_ns(series)
@@ -108,8 +111,8 @@ def category_codes(series: pd.Series, spec: ColumnSpec, index: pd.Index) -> np.n
     if unseen.any():
         examples = list(np.asarray(labels)[remap < 0][:5])
         raise DataError(
-            f"column {spec.name!r} holds {int(unseen.sum())} value(s) not seen when fitting, e.g. {examples!r}: "
-            "fit on data that covers them, or pass public_categories"
+            f"column {spec.name!r} holds {int(unseen.sum())} value(s) not seen when fitting, e.g. {examples!r}; "
+            f"known values: {inference.known_labels(spec)} (fit on data that covers them, or pass public_categories)"
         )
     if missing.any():
         if not spec.has_missing:
@@ -162,6 +165,11 @@ def numeric_series(raw: np.ndarray, spec: ColumnSpec) -> pd.Series:
         units = np.rint(np.clip(np.where(missing, 0.0, x), 0.0, spec.span)).astype(np.int64)
         ns = np.where(missing, _NAT, np.int64(spec.origin_ns) + units * np.int64(DATETIME_UNITS[spec.unit]))
         series = pd.Series(ns.view("datetime64[ns]"))
+        if spec.date_format:  # read from ISO strings: written back in their format
+            text = inference.format_dates(series, spec.date_format)
+            if not spec.missing_is_none:
+                text[missing] = np.nan
+            return _with_dtype(text, spec.dtype)
         dtype = restore_dtype(spec.dtype)
         if isinstance(dtype, pd.DatetimeTZDtype):
             series = series.dt.tz_localize("UTC").dt.tz_convert(dtype.tz)
@@ -169,6 +177,8 @@ def numeric_series(raw: np.ndarray, spec: ColumnSpec) -> pd.Series:
     x = np.clip(x + spec.low, spec.low, spec.high)  # float64 clip: exact bounds after the float32 trip
     if spec.integer:
         x = np.rint(x)
+    elif spec.decimals is not None:  # the decimal places of the fitted data (whole numbers: 0)
+        x = np.round(x, spec.decimals)
     dtype = restore_dtype(spec.dtype)
     if isinstance(dtype, np.dtype) and dtype.kind in "iu" and not missing.any():
         return pd.Series(x.astype(dtype), copy=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Mapping, Optional
 
 import jax
@@ -12,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.preprocess import frames
+from tabdiff_jax.io import stage_file as _stage
+from tabdiff_jax.preprocess import frames, inference
 from tabdiff_jax.preprocess.codec import CodecPlan, CodecStats, decode_raw, encode_raw
 from tabdiff_jax.preprocess.schema import (
     CATEGORICAL,
@@ -30,12 +31,6 @@ CLASSIFICATION, REGRESSION = "classification", "regression"
 FORMAT = "tabdiff_jax.preprocessor/1"
 META_FILE, ARRAYS_FILE = "preprocessor.json", "preprocessor.npz"
 _TRANSFORM_FACTS = {"quantile": ["quantiles"], "standard": ["mean", "std"], "mode_specific": ["modes"], "minmax": []}
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} = {value!r}; expected an integer >= {minimum}")
-    return int(value)
 
 
 def _check_keys(arg: str, mapping: Optional[Mapping], columns) -> dict:
@@ -78,15 +73,13 @@ class Preprocessor:
 
     def __init__(self, numeric: str = "quantile", max_categories: int = 1000, n_quantiles: int = 1000,
                  max_modes: int = 10, integer_categorical_max: Optional[int] = None, seed: int = 0):
-        if numeric not in TRANSFORMS:
-            raise ConfigError(f"numeric = {numeric!r}; expected one of {sorted(TRANSFORMS)}")
-        self.numeric = numeric
-        self.max_categories = _positive_int("max_categories", max_categories)
-        self.n_quantiles = _positive_int("n_quantiles", n_quantiles, 2)
-        self.max_modes = _positive_int("max_modes", max_modes)
+        self.numeric = validate.in_choices("numeric", numeric, sorted(TRANSFORMS))
+        self.max_categories = validate.positive_int("max_categories", max_categories)
+        self.n_quantiles = validate.positive_int("n_quantiles", n_quantiles, 2)
+        self.max_modes = validate.positive_int("max_modes", max_modes)
         self.integer_categorical_max = (None if integer_categorical_max is None
-                                        else _positive_int("integer_categorical_max", integer_categorical_max))
-        self.seed = _positive_int("seed", seed, 0)
+                                        else validate.positive_int("integer_categorical_max", integer_categorical_max))
+        self.seed = validate.positive_int("seed", seed, 0)
         self.specs: Optional[tuple[ColumnSpec, ...]] = None
 
     # ------------------------------------------------------------------ fit
@@ -127,6 +120,9 @@ class Preprocessor:
             if kinds.get(name, CATEGORICAL) != CATEGORICAL:
                 raise ConfigError(f"column {name!r} has public_categories but column_kinds says {kinds[name]!r}")
             kinds[name] = CATEGORICAL
+        given_task = task
+        if task is None and target is not None and target not in kinds and inference.binary_number(df[target]):
+            task = CLASSIFICATION  # a 0/1 target: two classes, not a regression
         if task == CLASSIFICATION:
             if kinds.get(target, CATEGORICAL) != CATEGORICAL:
                 raise ConfigError(f"target {target!r} is declared numeric but task is 'classification'")
@@ -144,6 +140,7 @@ class Preprocessor:
             if task == REGRESSION and target_kind == CATEGORICAL:
                 raise ConfigError(f"target {target!r} is categorical; task 'regression' needs a numeric column")
             task = task or (CLASSIFICATION if target_kind == CATEGORICAL else REGRESSION)
+        note = None if given_task or target is None else inference.task_note(df[target], task)
         helpers = {f"{s.name}__{suffix}" for s in specs for suffix in ("missing", "mode")}
         clash = sorted(helpers & set(columns))
         if clash:
@@ -160,6 +157,7 @@ class Preprocessor:
         # Assign only once everything succeeded, so a failed fit leaves the object as it was.
         self.specs, self.target, self.task = tuple(specs), target, task
         self.impute, self.params = impute, params
+        self.inferred = inference.describe(specs, note, df)
         self._build()
         return self
 
@@ -391,14 +389,3 @@ def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
     out[:n] = a
     return out
 
-
-def _stage(directory: str, name: str, write) -> tuple[str, str]:
-    """Write a file under a temporary name in ``directory``; return (temporary path, final path)."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-    except BaseException:
-        os.remove(tmp)
-        raise
-    return tmp, os.path.join(directory, name)

@@ -2,8 +2,10 @@
 
 Inference rules (one place, documented here):
 
-* ``bool``, ``object``, ``str`` / ``string`` and ``category`` columns are **categorical**;
-* float columns are **numeric**; integer columns are numeric too, decoded as integers, unless
+* ``bool``, ``object``, ``str`` / ``string`` and ``category`` columns are **categorical**, except
+  text columns of ISO dates (one format), which are **datetime** and written back as such strings;
+  text mixing numbers and words stays categorical with a warning (:mod:`.inference`);
+* float columns are **numeric**, rounded on decode to the decimal places learned from the data; integer columns are numeric too, decoded as integers, unless
   ``column_kinds={"col": "categorical"}`` says otherwise, or ``integer_categorical_max=k`` is set and
   the column has at most ``k`` distinct values, or the column is the target of a classification task;
 * ``datetime64`` columns (naive or time-zone aware) are **datetime**: encoded as numbers of the
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
+from tabdiff_jax.preprocess import inference
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -59,6 +62,9 @@ class ColumnSpec:
         ``None``; otherwise missing values come back as ``NaN`` / ``NA`` as the dtype has it).
       domain_source: ``"data"`` when bounds / categories were learned from the data, ``"public"``
         when given by the user (``public_bounds`` / ``public_categories``).
+      date_format: a datetime column read from ISO strings: their format (written back as such).
+      decimals: a float column's decimal places learned from the data (values are rounded to them
+        on decode), ``None`` for more than :data:`~tabdiff_jax.preprocess.inference.MAX_DECIMALS`.
     """
 
     name: str
@@ -74,6 +80,8 @@ class ColumnSpec:
     ordered: bool = False
     missing_is_none: bool = False
     domain_source: str = DATA
+    date_format: Optional[str] = None
+    decimals: Optional[int] = None
 
     @property
     def span(self) -> float:
@@ -186,8 +194,12 @@ def infer_kind(series: pd.Series, requested: Optional[str], integer_categorical_
         or pd.api.types.is_string_dtype(dtype)
     )
     if categorical_dtype:
+        if requested != CATEGORICAL and inference.iso_format(series) is not None:
+            return DATETIME  # ISO date strings: parsed, encoded as numbers, written back as strings
         if requested == NUMERIC:
             raise ConfigError(f"column {name!r} has dtype {dtype} and cannot be numeric: convert it to numbers first")
+        if requested is None:
+            inference.warn_mixed(series)
         return CATEGORICAL
     if not pd.api.types.is_numeric_dtype(dtype):
         raise DataError(f"column {name!r} has unsupported dtype {dtype}")
@@ -222,6 +234,13 @@ def fit_column(
     _check_some_present(name, len(series), not missing.all())
     common = dict(name=name, dtype=str(dtype), has_missing=bool(missing.any()))
     if kind == DATETIME:
+        if not pd.api.types.is_datetime64_any_dtype(dtype):
+            date_format = inference.iso_format(series)
+            if date_format is None:
+                raise DataError(f"column {name!r} has dtype {dtype} and is not ISO dates: it cannot be a datetime")
+            gaps = series[missing].to_numpy()
+            common.update(date_format=date_format, missing_is_none=len(gaps) > 0 and all(v is None for v in gaps))
+            series = inference.parse_dates(series, date_format, name)
         ns = datetime_ns(series)[~missing]
         if public_bounds is not None:
             lo, hi = (_timestamp_ns(name, b) for b in _bounds_pair(name, public_bounds))
@@ -251,7 +270,8 @@ def fit_column(
     if hi - lo > float(np.finfo(np.float32).max):
         raise DataError(f"column {name!r} spans {hi - lo:.3g}, more than float32 holds: rescale it")
     return ColumnSpec(**common, kind=NUMERIC, low=lo, high=hi, integer=integer,
-                      domain_source=PUBLIC if public_bounds is not None else DATA)
+                      domain_source=PUBLIC if public_bounds is not None else DATA,
+                      decimals=None if integer else inference.learn_decimals(x))
 
 
 def _bounds_pair(name: str, bounds) -> tuple:

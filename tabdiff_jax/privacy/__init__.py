@@ -17,7 +17,6 @@ from tabdiff_jax.privacy.accounting import (
     PrivacyPlan,
     calibrate_noise_multiplier,
     check_delta,
-    check_epsilon,
     compute_epsilon,
     dp_event,
     plan_privacy,
@@ -30,6 +29,7 @@ from tabdiff_jax.privacy.clipping import (
     clip_per_example,
     clipped_sum,
     per_example_sq_norms,
+    weighted_row_sum,
 )
 from tabdiff_jax.privacy.dpsgd import (
     PrivateStep,
@@ -52,9 +52,9 @@ from tabdiff_jax.privacy.sampling import (
 
 __all__ = [
     "BudgetTracker", "ClipStats", "PoissonBatch", "PrivacyPlan", "PrivacyWarning", "PrivateStep", "ProbeTape",
-    "TrainState", "add_gaussian_noise", "audit_preprocessing", "calibrate_noise_multiplier", "check_delta", "check_epsilon", "clip_factors",
+    "TrainState", "add_gaussian_noise", "audit_preprocessing", "calibrate_noise_multiplier", "check_delta", "clip_factors",
     "clip_per_example", "clipped_grad_sum", "clipped_sum", "compute_epsilon", "dp_event", "gather_rows",
     "ghost_clipped_sum", "make_nonprivate_step", "make_private_step", "overflow_probability",
     "per_example_sq_norms", "plan_privacy", "poisson_capacity", "poisson_sample", "privatize",
-    "standard_normal", "steps_for_epochs", "truncation_delta", "vmap_clipped_sum",
+    "standard_normal", "steps_for_epochs", "truncation_delta", "vmap_clipped_sum", "weighted_row_sum",
 ]

@@ -26,8 +26,8 @@ from typing import NamedTuple, Optional, Sequence
 import dp_accounting
 from dp_accounting import pld, rdp
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.privacy.noise import check_noise_multiplier
 from tabdiff_jax.privacy.sampling import (
     check_sampling,
     overflow_probability,
@@ -38,43 +38,15 @@ ACCOUNTANTS = ("rdp", "pld")
 PLD_DISCRETIZATION = 1e-3  # pessimistic rounding of the privacy loss: an upper bound, 10x faster than 1e-4
 
 
-def check_epsilon(epsilon: float, name: str = "epsilon") -> float:
-    """Raises ConfigError unless ``0 < epsilon < inf``."""
-    try:
-        value = float(epsilon)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a positive number, got {epsilon!r}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ConfigError(f"{name} must be a positive finite number, got {epsilon!r}")
-    return value
-
-
 def check_delta(delta: float, num_examples: Optional[int] = None) -> float:
     """Raises ConfigError unless ``0 < delta < 1`` and, given ``n``, ``delta < 1 / n``.
 
     ``delta >= 1/n`` would allow a mechanism that publishes one random row in the clear.
     """
-    try:
-        value = float(delta)
-    except (TypeError, ValueError):
-        raise ConfigError(f"delta must be a number in (0, 1), got {delta!r}") from None
-    if not (0.0 < value < 1.0):
-        raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
+    value = validate.probability("delta", delta)
     if num_examples is not None and value >= 1.0 / int(num_examples):
         raise ConfigError(f"delta must be below 1/n = {1.0 / int(num_examples):.3g} for n = {int(num_examples)} rows, got {delta!r}")
     return value
-
-
-def check_accountant(accountant: str) -> str:
-    if accountant not in ACCOUNTANTS:
-        raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-    return accountant
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or int(steps) < 0:
-        raise ConfigError(f"steps must be a non-negative integer, got {steps!r}")
-    return int(steps)
 
 
 def dp_event(noise_multiplier: float, sampling_rate: float, steps: int) -> dp_accounting.DpEvent:
@@ -126,10 +98,11 @@ def compute_epsilon(noise_multiplier: float, sampling_rate: float, steps: int, d
     Raises:
       ConfigError: any argument out of range.
     """
-    sigma = check_noise_multiplier(noise_multiplier)
+    sigma = validate.positive_float("noise_multiplier", noise_multiplier, allow_zero=True)
     check_sampling(1, sampling_rate)
     delta = check_delta(delta)
-    return _epsilon(sigma, float(sampling_rate), _check_steps(steps), delta, check_accountant(accountant),
+    accountant = validate.in_choices("accountant", accountant, ACCOUNTANTS)
+    return _epsilon(sigma, float(sampling_rate), validate.positive_int("steps", steps, 0), delta, accountant,
                     tuple(float(o) for o in orders) if orders is not None else None)
 
 
@@ -144,8 +117,8 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sampling_rat
     Raises:
       ConfigError: bad arguments, or no ``sigma <= max_sigma`` reaches the target.
     """
-    target = check_epsilon(target_epsilon, "target_epsilon")
-    steps = _check_steps(steps)
+    target = validate.positive_float("target_epsilon", target_epsilon)
+    steps = validate.positive_int("steps", steps, 0)
     if steps == 0:
         raise ConfigError("steps must be >= 1 to calibrate a noise multiplier")
     eps = lambda s: compute_epsilon(s, sampling_rate, steps, delta, accountant=accountant)
@@ -176,8 +149,7 @@ def steps_for_epochs(num_examples: int, batch_size: int, epochs: float) -> tuple
     n, _ = check_sampling(num_examples, 1.0)
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or not (1 <= int(batch_size) <= n):
         raise ConfigError(f"batch_size must be an integer in [1, n={n}], got {batch_size!r}")
-    if not (float(epochs) > 0 and math.isfinite(float(epochs))):
-        raise ConfigError(f"epochs must be a positive number, got {epochs!r}")
+    validate.positive_float("epochs", epochs)
     q = int(batch_size) / n
     return q, max(1, math.ceil(float(epochs) / q - 1e-9))
 
@@ -240,21 +212,18 @@ def plan_privacy(num_examples: int, batch_size: int, target_epsilon: float, delt
     Raises:
       ConfigError: any argument out of range, or both/neither of ``epochs`` and ``steps``.
     """
-    eps = check_epsilon(target_epsilon, "epsilon")
+    eps = validate.positive_float("epsilon", target_epsilon)
     n, _ = check_sampling(num_examples, 1.0)
     delta = check_delta(delta, n)
-    check_accountant(accountant)
+    validate.in_choices("accountant", accountant, ACCOUNTANTS)
     if (epochs is None) == (steps is None):
         raise ConfigError("give exactly one of epochs and steps")
-    if not (0.0 < float(truncation_share) < 1.0):
-        raise ConfigError(f"truncation_share must be in (0, 1), got {truncation_share!r}")
+    truncation_share = validate.probability("truncation_share", truncation_share)
     if epochs is not None:
         q, num_steps = steps_for_epochs(n, batch_size, epochs)
     else:
         q, _ = steps_for_epochs(n, batch_size, 1.0)
-        num_steps = _check_steps(steps)
-        if num_steps == 0:
-            raise ConfigError("steps must be >= 1")
+        num_steps = validate.positive_int("steps", steps)
     tail = min(1e-9, truncation_share * delta / (num_steps * (1.0 + math.exp(min(eps, 700.0)))))
     capacity = poisson_capacity(n, q, overflow_tail=tail)
     trunc = truncation_delta(num_steps, overflow_probability(n + 1, q, capacity), eps)
@@ -286,11 +255,11 @@ class BudgetTracker:
 
     def __init__(self, target_epsilon: float, delta: float, *, noise_multiplier: float, sampling_rate: float,
                  accountant: str = "rdp", step_limit: int = 10_000_000):
-        self.target_epsilon = check_epsilon(target_epsilon, "target_epsilon")
+        self.target_epsilon = validate.positive_float("target_epsilon", target_epsilon)
         self.delta = check_delta(delta)
-        self.noise_multiplier = check_noise_multiplier(noise_multiplier)
+        self.noise_multiplier = validate.positive_float("noise_multiplier", noise_multiplier, allow_zero=True)
         _, self.sampling_rate = check_sampling(1, sampling_rate)
-        self.accountant = check_accountant(accountant)
+        self.accountant = validate.in_choices("accountant", accountant, ACCOUNTANTS)
         self._step_limit = int(step_limit)
         self._max_steps: Optional[int] = None
 

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -41,17 +40,6 @@ class ClipStats(NamedTuple):
     batch_size: jax.Array
     num_clipped: jax.Array
     num_nonfinite: jax.Array
-
-
-def check_l2_clip(l2_clip: float) -> float:
-    """Validate a clipping norm. Raises ConfigError unless ``0 < l2_clip < inf``."""
-    try:
-        value = float(l2_clip)
-    except (TypeError, ValueError):
-        raise ConfigError(f"l2_clip must be a positive number, got {l2_clip!r}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ConfigError(f"l2_clip must be a positive finite number, got {l2_clip!r}")
-    return value
 
 
 def per_example_sq_norms(per_example: PyTree) -> jax.Array:
@@ -120,10 +108,18 @@ def clipped_sum(per_example: PyTree, l2_clip: float, mask: Optional[jax.Array] =
       ``(summed, stats)``: a pytree like one example's gradient, and the :class:`ClipStats`.
     """
     factors, usable, stats = clip_factors(per_example_sq_norms(per_example), l2_clip, mask)
+    return weighted_row_sum(per_example, factors, usable), stats
+
+
+def weighted_row_sum(per_example: PyTree, factors: jax.Array, usable: jax.Array) -> PyTree:
+    """``sum_i factors[i] * x[i]`` over the example axis of every leaf, skipping rows not ``usable``.
+
+    A contraction over the example axis (no ``[B, ...]`` temporary of scaled rows); rows that are
+    not usable are replaced by zeros first, so a NaN gradient cannot leak in as ``0 * NaN``.
+    """
 
     def weighted_sum(x):
-        # einsum over the example axis: no [B, ...] temporary of scaled rows.
         safe = jnp.where(usable.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros((), x.dtype))
         return jnp.tensordot(factors.astype(x.dtype), safe, axes=(0, 0))
 
-    return jax.tree_util.tree_map(weighted_sum, per_example), stats
+    return jax.tree_util.tree_map(weighted_sum, per_example)

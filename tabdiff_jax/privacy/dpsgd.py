@@ -9,9 +9,9 @@ params)`` for an NNX model, or the raw ``params`` pytree when no ``graphdef`` is
 
 Two ways to get the clipped sum ``sum_i clip_C(grad_i)``:
 
-* ``method="vmap"``: per-example gradients by ``jax.vmap(jax.grad(...))``, for any pytree model
+* ``clipping="vmap"``: per-example gradients by ``jax.vmap(jax.grad(...))``, for any pytree model
   (memory ``B x num_params``; ``microbatch_size`` bounds it with a ``lax.scan``);
-* ``method="ghost"``: book-keeping clipping (:mod:`tabdiff_jax.privacy.ghost`), one forward and one
+* ``clipping="ghost"``: book-keeping clipping (:mod:`tabdiff_jax.privacy.ghost`), one forward and one
   backward pass, for NNX models built from :mod:`tabdiff_jax.layers`.
 
 Then ``N(0, (sigma C)^2)`` noise once per step and division by the expected batch size ``q n``
@@ -25,7 +25,7 @@ the single-device step (to float rounding), and the privacy accounting does not 
 capacity must be a multiple of the device count, but ``q`` and ``q n`` do not depend on it.
 
 Example:
-  >>> graphdef, params = nnx.split(model, nnx.Param)
+  >>> graphdef, params = split_params(model)   # tabdiff_jax.state
   >>> dp = make_private_step(loss_fn, optax.adam(1e-3), graphdef=graphdef, l2_clip=1.0,
   ...                        noise_multiplier=1.1, expected_batch_size=256.0)
   >>> state = dp.init(params)
@@ -40,36 +40,28 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.privacy.clipping import (
     ClipStats,
-    check_l2_clip,
     clip_factors,
+    clipped_sum,
     per_example_sq_norms,
+    weighted_row_sum,
 )
 from tabdiff_jax.privacy.ghost import ghost_clipped_sum
-from tabdiff_jax.privacy.noise import (
-    check_expected_batch_size,
-    check_noise_multiplier,
-    privatize,
-)
+from tabdiff_jax.privacy.noise import privatize
 from tabdiff_jax.sharding import check_divisible, constrain_rows
+from tabdiff_jax.state import TrainState, apply_gradients, init_train_state
 
 PyTree = Any
 LossFn = Callable[[Any, PyTree, jax.Array], jax.Array]
-METHODS = ("ghost", "vmap")
-
-
-class TrainState(NamedTuple):
-    """Parameters, optimiser state and the number of steps taken (int32 scalar)."""
-
-    params: PyTree
-    opt_state: optax.OptState
-    step: jax.Array
+CLIPPINGS = ("ghost", "vmap")
 
 
 class PrivateStep(NamedTuple):
-    """``init(params) -> TrainState`` and the jitted ``step(state, batch, mask, key) -> (state, metrics)``."""
+    """``init(params) -> TrainState`` (:class:`tabdiff_jax.state.TrainState`) and the jitted
+    ``step(state, batch, mask, key) -> (state, metrics)``."""
 
     init: Callable[[PyTree], TrainState]
     step: Callable[..., tuple[TrainState, dict]]
@@ -111,8 +103,7 @@ def vmap_clipped_sum(loss_fn: LossFn, params, batch, keys, mask, l2_clip: float,
     batch_size = int(mask.shape[0])
     if microbatch_size is None or microbatch_size >= batch_size:
         losses, grads = grad_fn(params, batch, keys)
-        factors, usable, stats = clip_factors(per_example_sq_norms(grads), l2_clip, mask)
-        summed = jax.tree_util.tree_map(lambda g: _weighted_rows(g, factors, usable), grads)
+        summed, stats = clipped_sum(grads, l2_clip, mask)
         return summed, stats, losses
     if batch_size % microbatch_size:
         raise ConfigError(f"microbatch_size {microbatch_size} must divide the batch capacity {batch_size}")
@@ -124,7 +115,7 @@ def vmap_clipped_sum(loss_fn: LossFn, params, batch, keys, mask, l2_clip: float,
         losses, grads = grad_fn(params, b, k)
         sq = per_example_sq_norms(grads)
         factors, usable, _ = clip_factors(sq, l2_clip, m)
-        acc = jax.tree_util.tree_map(lambda a, g: a + _weighted_rows(g, factors, usable), acc, grads)
+        acc = jax.tree_util.tree_map(jnp.add, acc, weighted_row_sum(grads, factors, usable))
         return acc, (sq, losses)
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -133,23 +124,18 @@ def vmap_clipped_sum(loss_fn: LossFn, params, batch, keys, mask, l2_clip: float,
     return summed, stats, losses.reshape(-1)
 
 
-def _weighted_rows(g, factors, usable):
-    safe = jnp.where(usable.reshape((-1,) + (1,) * (g.ndim - 1)), g, jnp.zeros((), g.dtype))
-    return jnp.tensordot(factors.astype(g.dtype), safe, axes=(0, 0))
-
-
-def clipped_grad_sum(loss_fn: LossFn, params, batch, keys, mask, *, l2_clip: float, method: str = "ghost",
+def clipped_grad_sum(loss_fn: LossFn, params, batch, keys, mask, *, l2_clip: float, clipping: str = "ghost",
                      graphdef=None, static_state: tuple = (), microbatch_size: Optional[int] = None):
-    """``(summed, stats, losses)`` by ``method`` ("ghost" or "vmap"); see the two implementations."""
-    if method == "ghost":
+    """``(summed, stats, losses)`` by ``clipping`` ("ghost" or "vmap"); see the two implementations."""
+    if clipping == "ghost":
         if graphdef is None:
-            raise ConfigError("method='ghost' needs an NNX model: pass graphdef (or use method='vmap')")
+            raise ConfigError("clipping='ghost' needs an NNX model: pass graphdef (or use clipping='vmap')")
         res = ghost_clipped_sum(loss_fn, graphdef, params, batch, keys, mask, l2_clip, static_state)
         return res.summed, res.stats, res.losses
-    if method == "vmap":
+    if clipping == "vmap":
         return vmap_clipped_sum(loss_fn, params, batch, keys, mask, l2_clip, graphdef=graphdef,
                                 static_state=static_state, microbatch_size=microbatch_size)
-    raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    raise ConfigError(f"clipping must be one of {CLIPPINGS}, got {clipping!r}")
 
 
 def step_metrics(losses: jax.Array, stats: ClipStats, mask: jax.Array) -> dict:
@@ -166,7 +152,7 @@ def step_metrics(losses: jax.Array, stats: ClipStats, mask: jax.Array) -> dict:
 
 
 def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, l2_clip: float,
-                      noise_multiplier: float, expected_batch_size: float, method: str = "ghost",
+                      noise_multiplier: float, expected_batch_size: float, clipping: str = "ghost",
                       graphdef=None, static_state: tuple = (), microbatch_size: Optional[int] = None,
                       jit: bool = True, mesh=None) -> PrivateStep:
     """Build DP-SGD's ``init`` and jitted ``step(state, batch, mask, key) -> (state, metrics)``.
@@ -177,8 +163,9 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
       l2_clip: per-example clipping norm ``C > 0``.
       noise_multiplier: ``sigma >= 0``; the noise std is ``sigma C``.
       expected_batch_size: ``q n`` (a public constant), the normaliser of the noisy sum.
-      method: ``"ghost"`` (book-keeping, NNX models from :mod:`tabdiff_jax.layers`) or ``"vmap"``.
-      graphdef: ``nnx.GraphDef`` of the model (``params`` is then its ``nnx.Param`` state); ``None``
+      clipping: ``"ghost"`` (book-keeping, NNX models from :mod:`tabdiff_jax.layers`) or ``"vmap"``.
+      graphdef: ``nnx.GraphDef`` of the model (``params`` is then its parameter dict,
+        :func:`tabdiff_jax.state.split_params`); ``None``
         for a plain pytree model (vmap only).
       static_state: NNX states merged with ``params`` but not trained.
       microbatch_size: vmap only; bounds the memory of per-example gradients.
@@ -193,18 +180,17 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
       contributed zero).
 
     Raises:
-      ConfigError: invalid ``l2_clip``, ``noise_multiplier``, ``expected_batch_size`` or ``method``.
+      ConfigError: invalid ``l2_clip``, ``noise_multiplier``, ``expected_batch_size`` or ``clipping``.
     """
-    l2_clip = check_l2_clip(l2_clip)
-    noise_multiplier = check_noise_multiplier(noise_multiplier)
-    expected_batch_size = check_expected_batch_size(expected_batch_size)
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "ghost" and graphdef is None:
-        raise ConfigError("method='ghost' needs an NNX model: pass graphdef (or use method='vmap')")
+    l2_clip = validate.positive_float("l2_clip", l2_clip)
+    noise_multiplier = validate.positive_float("noise_multiplier", noise_multiplier, allow_zero=True)
+    expected_batch_size = validate.positive_float("expected_batch_size", expected_batch_size)
+    validate.in_choices("clipping", clipping, CLIPPINGS)
+    if clipping == "ghost" and graphdef is None:
+        raise ConfigError("clipping='ghost' needs an NNX model: pass graphdef (or use clipping='vmap')")
 
     def init(params) -> TrainState:
-        return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+        return init_train_state(params, optimizer)
 
     def step(state: TrainState, batch, mask, key):
         loss_key, noise_key = jax.random.split(key)
@@ -212,13 +198,11 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
         check_divisible(int(mask.shape[0]), mesh, name="batch capacity")
         batch, mask, keys = constrain_rows((batch, mask, keys), mesh)
         summed, stats, losses = clipped_grad_sum(
-            loss_fn, state.params, batch, keys, mask, l2_clip=l2_clip, method=method, graphdef=graphdef,
+            loss_fn, state.params, batch, keys, mask, l2_clip=l2_clip, clipping=clipping, graphdef=graphdef,
             static_state=static_state, microbatch_size=microbatch_size)
         grads = privatize(summed, noise_key, l2_clip=l2_clip, noise_multiplier=noise_multiplier,
                           expected_batch_size=expected_batch_size)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), step_metrics(losses, stats, mask)
+        return apply_gradients(state, grads, optimizer), step_metrics(losses, stats, mask)
 
     return PrivateStep(init=init, step=jax.jit(step) if jit else step)
 
@@ -231,7 +215,7 @@ def make_nonprivate_step(loss_fn: LossFn, optimizer: optax.GradientTransformatio
     """
 
     def init(params) -> TrainState:
-        return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+        return init_train_state(params, optimizer)
 
     def mean_loss(params, batch, keys, mask):
         losses = loss_fn(_model(graphdef, params, static_state), batch, keys)
@@ -244,8 +228,6 @@ def make_nonprivate_step(loss_fn: LossFn, optimizer: optax.GradientTransformatio
         check_divisible(int(mask.shape[0]), mesh, name="batch capacity")
         batch, mask, keys = constrain_rows((batch, mask, keys), mesh)
         loss, grads = jax.value_and_grad(mean_loss)(state.params, batch, keys, mask)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), {"loss": loss, "batch_size": jnp.sum(mask, dtype=jnp.int32)}
+        return apply_gradients(state, grads, optimizer), {"loss": loss, "batch_size": jnp.sum(mask, dtype=jnp.int32)}
 
     return PrivateStep(init=init, step=jax.jit(step) if jit else step)

@@ -232,7 +232,8 @@ def ghost_clipped_sum(loss_fn: Callable, graphdef, params, batch, keys, mask, l2
       loss_fn: ``(model, batch, keys) -> losses [B]`` where row ``i`` of the loss depends only on
         row ``i`` of ``batch`` and ``keys[i]``.
       graphdef: the model's ``nnx.GraphDef``.
-      params: the model's ``nnx.Param`` state (the differentiated parameters).
+      params: the model's parameters (the differentiated ones): a dict from
+        :func:`tabdiff_jax.state.split_params`, or an ``nnx.State``.
       batch: pytree of ``[B, ...]`` arrays.
       keys: ``[B]`` PRNG keys, one per example.
       mask: ``[B]`` bool, real rows.
@@ -254,7 +255,7 @@ def ghost_clipped_sum(loss_fn: Callable, graphdef, params, batch, keys, mask, l2
     missing = [p for p in leaf_shapes if p not in hooked]
     if missing:
         raise ConfigError("ghost clipping cannot clip parameters outside tabdiff_jax.layers Linear/LayerNorm/Embed: "
-                          + ", ".join("/".join(map(str, p)) for p in missing) + " (use method='vmap')")
+                          + ", ".join("/".join(map(str, p)) for p in missing) + " (use clipping='vmap')")
 
     def forward(probes):
         model = nnx.merge(graphdef, params, *static_state)

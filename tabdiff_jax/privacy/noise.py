@@ -14,37 +14,13 @@ A note on randomness for a production run:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from tabdiff_jax.errors import ConfigError
 
 PyTree = Any
-
-
-def check_noise_multiplier(noise_multiplier: float) -> float:
-    """Validate ``sigma >= 0`` (0 gives no privacy but is allowed for debugging)."""
-    try:
-        value = float(noise_multiplier)
-    except (TypeError, ValueError):
-        raise ConfigError(f"noise_multiplier must be a number >= 0, got {noise_multiplier!r}") from None
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise ConfigError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
-    return value
-
-
-def check_expected_batch_size(expected_batch_size: float) -> float:
-    """Validate the normaliser ``q * n > 0`` of the noisy sum."""
-    try:
-        value = float(expected_batch_size)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected_batch_size must be a positive number, got {expected_batch_size!r}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ConfigError(f"expected_batch_size must be a positive finite number, got {expected_batch_size!r}")
-    return value
 
 
 def standard_normal(key: jax.Array, num: int, dtype=jnp.float32) -> jax.Array:

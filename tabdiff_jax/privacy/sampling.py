@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from scipy import stats
 
-from tabdiff_jax.errors import ConfigError
+from tabdiff_jax import validate
 
 
 class PoissonBatch(NamedTuple):
@@ -48,15 +48,8 @@ class PoissonBatch(NamedTuple):
 
 def check_sampling(num_examples: int, sampling_rate: float) -> tuple[int, float]:
     """Validate ``n >= 1`` and ``0 < q <= 1``; raises ConfigError naming the argument."""
-    if isinstance(num_examples, bool) or int(num_examples) != num_examples or int(num_examples) < 1:
-        raise ConfigError(f"num_examples must be a positive integer, got {num_examples!r}")
-    try:
-        q = float(sampling_rate)
-    except (TypeError, ValueError):
-        raise ConfigError(f"sampling_rate must be a number in (0, 1], got {sampling_rate!r}") from None
-    if not (0.0 < q <= 1.0):
-        raise ConfigError(f"sampling_rate must be in (0, 1], got {sampling_rate!r}")
-    return int(num_examples), q
+    return (validate.positive_int("num_examples", num_examples),
+            validate.probability("sampling_rate", sampling_rate, closed_high=True))
 
 
 def overflow_probability(num_examples: int, sampling_rate: float, capacity: int) -> float:
@@ -85,10 +78,8 @@ def poisson_capacity(num_examples: int, sampling_rate: float, *, overflow_tail: 
       ConfigError: bad ``num_examples``, ``sampling_rate``, ``overflow_tail`` or ``multiple``.
     """
     n, q = check_sampling(num_examples, sampling_rate)
-    if not (0.0 < float(overflow_tail) < 1.0):
-        raise ConfigError(f"overflow_tail must be in (0, 1), got {overflow_tail!r}")
-    if int(multiple) < 1:
-        raise ConfigError(f"multiple must be a positive integer, got {multiple!r}")
+    overflow_tail = validate.probability("overflow_tail", overflow_tail)
+    multiple = validate.positive_int("multiple", multiple)
     # isf gives the smallest k with sf(k) <= tail, up to floating point; step up until it holds.
     k = int(max(stats.binom.isf(float(overflow_tail), n + 1, q), 0))
     while k < n + 1 and stats.binom.sf(k, n + 1, q) > overflow_tail:

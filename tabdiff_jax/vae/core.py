@@ -8,24 +8,28 @@ batch of ``b`` rows::
                                         + sum_blocks cross_entropy(block logits, block code) ]
            + KL(q(z|x) || N(0, I)) / b
 
-with one learned ``sigma`` per numeric column (clamped to [0.01, 1] after each update). The
-estimator is :class:`tabdiff_jax.models.tvae.TVAE`.
+with one learned ``sigma`` per numeric column, kept in [0.01, 1] by the optimiser
+(:func:`tvae_optimizer`). The training state is a :class:`~tabdiff_jax.state.TrainState` whose
+``params`` are ``{"encoder": ..., "decoder": ...}`` (one loss, one optimiser). The estimator is
+:class:`tabdiff_jax.models.tvae.TVAE`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tabdiff_jax.gan.blocks import block_cross_entropy
+from tabdiff_jax.blocks import block_cross_entropy, hard_onehot
 from tabdiff_jax.gan.nets import activate, apply
 from tabdiff_jax.layers import Linear, linear_stack
 from tabdiff_jax.sharding import check_divisible, constrain_rows
-from tabdiff_jax.table import TableLayout, split_onehot
+from tabdiff_jax.state import TrainState, apply_gradients, init_train_state
+from tabdiff_jax.table import TableLayout
+from tabdiff_jax.transforms import clip_params
 
 SIGMA_RANGE = (0.01, 1.0)
 
@@ -59,11 +63,21 @@ class Decoder(nnx.Module):
         return self.out(z)
 
 
-class TVAEState(NamedTuple):
-    encoder: object
-    decoder: object
-    opt: object
-    step: jax.Array
+def _is_sigma(path, _) -> bool:
+    return jax.tree_util.keystr(path) == "['decoder']['sigma']"
+
+
+def tvae_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` then the clamp of the decoder's ``sigma`` to ``SIGMA_RANGE`` (an ``optax.masked``
+    :func:`~tabdiff_jax.transforms.clip_params`); :func:`init_tvae_state` and :func:`make_tvae_epoch`
+    apply it to the ``tx`` they are given."""
+    mask = lambda params: jax.tree_util.tree_map_with_path(_is_sigma, params)  # noqa: E731
+    return optax.chain(tx, optax.masked(clip_params(*SIGMA_RANGE), mask))
+
+
+def init_tvae_state(params: dict, tx: optax.GradientTransformation) -> TrainState:
+    """The initial state of ``params = {"encoder": ..., "decoder": ...}`` for :func:`make_tvae_epoch`."""
+    return init_train_state(params, tvae_optimizer(tx))
 
 
 def elbo_loss(x: jax.Array, x_hat: jax.Array, sigma: jax.Array, mu: jax.Array, logvar: jax.Array,
@@ -90,12 +104,14 @@ def make_tvae_epoch(enc_def, dec_def, layout: TableLayout, tx: optax.GradientTra
                     steps_per_epoch: int, numeric_activation: str, loss_factor: float = 2.0, mesh=None):
     """``epoch(state, data, key) -> (state, metrics)``: a scan over a permutation's batches.
 
-    With a ``mesh`` each batch is split by rows over its devices (``batch_size`` a multiple of its size).
+    ``state`` is from :func:`init_tvae_state` with the same ``tx``. With a ``mesh`` each batch is
+    split by rows over its devices (``batch_size`` a multiple of its size).
     """
     check_divisible(batch_size, mesh)
+    tx = tvae_optimizer(tx)
 
     def loss_fn(params, batch, key):
-        enc, dec = params
+        enc, dec = params["encoder"], params["decoder"]
         batch = constrain_rows(batch, mesh)
         mu, logvar = apply(enc_def, enc, batch)
         z = mu + jnp.exp(0.5 * logvar) * constrain_rows(jax.random.normal(key, mu.shape, mu.dtype), mesh)
@@ -104,19 +120,15 @@ def make_tvae_epoch(enc_def, dec_def, layout: TableLayout, tx: optax.GradientTra
                                 numeric_activation=numeric_activation, loss_factor=loss_factor)
         return loss, {"loss": loss, **terms}
 
-    def epoch(state: TVAEState, data: jax.Array, key: jax.Array):
+    def epoch(state: TrainState, data: jax.Array, key: jax.Array):
         k_perm, k_steps = jax.random.split(key)
         order = jax.random.permutation(k_perm, data.shape[0])[: steps_per_epoch * batch_size]
         order = order.reshape(steps_per_epoch, batch_size)
 
-        def step(state: TVAEState, inputs):
+        def step(state: TrainState, inputs):
             idx, k = inputs
-            params = (state.encoder, state.decoder)
-            grads, metrics = jax.grad(loss_fn, has_aux=True)(params, data[idx], k)
-            updates, opt = tx.update(grads, state.opt, params)
-            enc, dec = optax.apply_updates(params, updates)
-            dec["sigma"] = jax.tree.map(lambda s: jnp.clip(s, *SIGMA_RANGE), dec["sigma"])
-            return TVAEState(enc, dec, opt, state.step + 1), metrics
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, data[idx], k)
+            return apply_gradients(state, grads, tx), metrics
 
         state, metrics = jax.lax.scan(step, state, (order, jax.random.split(k_steps, steps_per_epoch)))
         return state, jax.tree.map(jnp.mean, metrics)
@@ -126,23 +138,27 @@ def make_tvae_epoch(enc_def, dec_def, layout: TableLayout, tx: optax.GradientTra
 
 def make_tvae_sample(dec_def, layout: TableLayout, *, latent_dim: int, numeric_activation: str,
                      categorical: str = "argmax", mesh=None):
-    """``sample(decoder, key, batch) -> rows [batch, dense_dim]`` with hard one-hot blocks.
+    """``sample(decoder, row_keys [batch]) -> rows [batch, dense_dim]`` with hard one-hot blocks.
 
-    With a ``mesh`` the rows are split over its devices (``batch`` a multiple of its size); the
-    values do not depend on it.
+    Row ``i`` draws its latent, its numeric noise and its categories from ``row_keys[i]`` only, so
+    it does not depend on the batch. With a ``mesh`` the rows are split over its devices (``batch`` a
+    multiple of its size); the values do not depend on it.
     """
+    k = layout.num_numeric
 
-    def sample(dec, key, batch: int):
-        k_z, k_num, k_cat = jax.random.split(key, 3)
-        z = constrain_rows(jax.random.normal(k_z, (batch, latent_dim), jnp.float32), mesh)
+    def row_noise(rk):
+        return (jax.random.normal(jax.random.fold_in(rk, 0), (latent_dim,), jnp.float32),
+                jax.random.normal(jax.random.fold_in(rk, 1), (k,), jnp.float32), jax.random.fold_in(rk, 2))
+
+    def sample(dec, row_keys):
+        z, eps, k_cat = constrain_rows(jax.vmap(row_noise)(constrain_rows(row_keys, mesh)), mesh)
         x_hat = apply(dec_def, dec, z)
-        k = layout.num_numeric
         num = jnp.tanh(x_hat[:, :k]) if numeric_activation == "tanh" else x_hat[:, :k]
-        num = num + dec["sigma"][...] * jax.random.normal(k_num, num.shape, num.dtype)
+        num = num + dec["sigma"][...] * eps
         if categorical == "sample":
-            rows = activate(x_hat, layout, k_cat, numeric_activation="identity", hard=True)
-            return constrain_rows(rows.at[:, :k].set(num), mesh)
-        blocks = [jax.nn.one_hot(jnp.argmax(b, -1), b.shape[-1]) for b in split_onehot(x_hat[:, k:], layout)]
-        return constrain_rows(jnp.concatenate([num] + blocks, axis=-1), mesh)
+            hard = lambda row, key: activate(row[None], layout, key, numeric_activation="identity", hard=True)[0]
+            return constrain_rows(jax.vmap(hard)(x_hat, k_cat).at[:, :k].set(num), mesh)
+        cats = hard_onehot(x_hat[:, k:], layout.categorical_sizes)
+        return constrain_rows(jnp.concatenate([num, cats], axis=-1), mesh)
 
     return sample
