@@ -7,7 +7,7 @@ times, steps and batch size are recorded with the machine (CPU count, JAX backen
 
     python benchmarks/quality_tabddpm.py                       # all four, model defaults
     python benchmarks/quality_tabddpm.py --datasets adult --steps 4000 --batch-size 1024
-    python benchmarks/quality_tabddpm.py --datasets california --d-layers 512,512,512 --steps 15000 \
+    python benchmarks/quality_tabddpm.py --datasets california --hidden-dims 512,512,512 --steps 15000 \
         --sample-factor 4 --tag _recipe                        # the California recipe (R2 >= 0.80)
     python benchmarks/quality_tabddpm.py --quick               # a smoke run (few steps)
     python benchmarks/quality_tabddpm.py --speed               # steps/s (batch 1024, 4096), rows/s (T=100, 1000)
@@ -128,14 +128,14 @@ def speed(batches=(1024, 4096), timesteps=(100, 1000), sample_rows=8192, repeats
     feats, y = split_target(pre.encode(train))
     data = dm.TableBatch(feats.numeric, feats.categorical, y)
     probs = np.bincount(np.asarray(y)) / len(y)
-    layers = tuple(TABDDPM_DEFAULTS["d_layers"])
-    out = {"d_layers": list(layers), "train": {}, "sample": {}}
+    layers = tuple(TABDDPM_DEFAULTS["hidden_dims"])
+    out = {"hidden_dims": list(layers), "train": {}, "sample": {}}
     for T in timesteps:
         config = dm.DiffusionConfig.from_layout(pre.layout, num_timesteps=T)
-        graphdef, params = split_params(dm.make_denoiser(config, d_layers=layers, rngs=nnx.Rngs(0)))
+        graphdef, params = split_params(dm.make_denoiser(config, hidden_dims=layers, rngs=nnx.Rngs(0)))
         if T == timesteps[0]:
             for batch in batches:
-                opt = dm.make_optimizer(num_steps=10_000)
+                opt = dm.make_annealed_adamw(num_steps=10_000)
                 step = dm.make_train_step(graphdef, opt, config, batch_size=batch)
                 state = dm.init_train_state(params, opt)
                 state, _ = step(state, data, jax.random.key(0))
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="adult,california,insurance,abalone")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--d-layers", default=None, help="comma-separated widths, e.g. 512,512,512")
+    p.add_argument("--hidden-dims", default=None, help="comma-separated widths, e.g. 512,512,512")
     p.add_argument("--timesteps", type=int, default=None)
     p.add_argument("--sample-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -178,8 +178,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     options = {}
-    if args.d_layers:
-        options["d_layers"] = [int(w) for w in args.d_layers.split(",")]
+    if args.hidden_dims:
+        options["hidden_dims"] = [int(w) for w in args.hidden_dims.split(",")]
     for key, value in (("num_timesteps", args.timesteps), ("num_sample_steps", args.sample_steps), ("lr", args.lr),
                        ("ema_decay", args.ema)):
         if value is not None:

@@ -147,7 +147,7 @@ def tabddpm_quality_section() -> list[str]:
         if name not in base:  # a run with other settings (--tag): say which
             c = e.get("config", {})
             name = (f"{e['dataset']} ({e['steps']:,} steps, batch {e['batch_size']:,}, T = {c.get('num_timesteps')}, "
-                    f"MLP {'-'.join(str(w) for w in c.get('d_layers', []))}"
+                    f"MLP {'-'.join(str(w) for w in c.get('hidden_dims', c.get('d_layers', [])))}"
                     + (f", {e['sample_factor']:g}x rows sampled" if e.get("sample_factor", 1) != 1 else "") + ")")
         out.append(f"| {name} | {e['metric']} | {_f(e['real'])} | {_f(e['synthetic'])} | {paper[0]} / {paper[1]} | "
                    f"{_f(e['shape'])} | {_f(e['dcr_median'])} ({_f(e['dcr_holdout_median'])}) | "

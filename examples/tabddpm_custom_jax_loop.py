@@ -36,7 +36,7 @@ def main():
     data = diffusion.TableBatch(features.numeric, features.categorical, y)
 
     config = diffusion.DiffusionConfig.from_layout(pre.layout, num_timesteps=200)
-    graphdef, params = split_params(diffusion.make_denoiser(config, d_layers=(256, 256), rngs=nnx.Rngs(0)))
+    graphdef, params = split_params(diffusion.make_denoiser(config, hidden_dims=(256, 256), rngs=nnx.Rngs(0)))
     optimizer = optax.adam(1e-3)
     opt_state = optimizer.init(params)
 

@@ -7,9 +7,12 @@ freshly initialised state), so that NamedTuples, optax states and dtypes come ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -18,6 +21,23 @@ PyTree = Any
 
 # orbax logs every save at INFO level; a progress bar is the better place for that.
 logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _defer_sigint(deliver: bool = True) -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) until the block ends, then deliver it to the previous handler
+    (or drop it: ``deliver=False``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and deliver and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 class Checkpointer:
@@ -38,7 +58,14 @@ class Checkpointer:
         )
 
     def save(self, step: int, state: PyTree, meta: Optional[dict] = None) -> None:
-        """Save ``state`` (and JSON ``meta``) as step ``step``; blocks until it is on disk."""
+        """Save ``state`` (and JSON ``meta``) as step ``step``; blocks until it is on disk.
+
+        A Ctrl-C while it writes takes effect once the checkpoint is complete.
+        """
+        with _defer_sigint():
+            self._save(step, state, meta)
+
+    def _save(self, step: int, state: PyTree, meta: Optional[dict]) -> None:
         self._manager.save(
             int(step),
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})),
@@ -89,24 +116,19 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def save_on_interrupt(checkpointer: Checkpointer, step: int, state: PyTree, meta: dict, saved: int) -> int:
-    """Save ``state`` as ``step`` after a Ctrl-C (a second Ctrl-C is ignored while it writes).
+    """Save ``state`` as ``step`` after a Ctrl-C (another Ctrl-C while it writes is ignored).
 
     Returns the step now saved: ``step``, or ``saved`` if ``state`` cannot be saved (its buffers
     were donated to a step that the interrupt cut short).
     """
-    import signal
-    import threading
-
+    if checkpointer.latest_step() == step:  # the interrupt came while this step was being saved
+        return step
     leaves = [leaf for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)]
     if any(leaf.is_deleted() for leaf in leaves):
         return saved
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        checkpointer.save(step, state, meta)
+        with _defer_sigint(deliver=False):  # the program is stopping already
+            checkpointer._save(step, state, meta)
         return step
     except Exception:  # noqa: BLE001 - the earlier checkpoint is still there
         return saved
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)

@@ -1,7 +1,10 @@
 """The ``tabdiff-jax`` command line: demo, fit, sample, evaluate.
 
 Errors caused by the input (a missing column, a bad flag value, an unreadable file) print one line
-naming the culprit and exit with status 2; ``--debug`` shows the traceback instead.
+naming the culprit and exit with status 2; ``--debug`` (before or after the command) shows the
+traceback instead. Ctrl-C during ``fit`` saves a checkpoint and prints the command that resumes it
+(exit 130). Warnings print as one line; see :mod:`tabdiff_jax.cli_support` for the helpers and
+:mod:`tabdiff_jax.runs` for run folders (``--out`` checks, ``resume.json``).
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
-from tabdiff_jax import validate
 from tabdiff_jax import cli_support as cs
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, TabdiffError
 
 EXIT_USAGE = 2
@@ -96,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of rows to generate")
     sample.add_argument("-o", "--output", required=True, help="output .csv or .parquet (written atomically)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same rows)")
-    sample.add_argument("--batch-size", type=_int_flag("--batch-size"), default=None, help="rows per generated chunk")
+    sample.add_argument("--chunk-size", "--batch-size", type=_int_flag("--chunk-size"), default=None, dest="chunk_size",
+                        help="rows per compiled sampling call (memory; the rows do not depend on it)")
     sample.add_argument("--condition", action="append", default=[], metavar="COL=VALUE",
                         help="fix a categorical column (the target for TabDDPM) to a value; repeatable")
     sample.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu)")
@@ -158,6 +163,8 @@ def cmd_fit(args) -> int:
     model = cs.build_model(cls, config, cs.pairs(args.option, "--option"))
     df, info = resolve_table(args.data)
     target = args.target if args.target is not None else (info.target if info else None)
+    if args.resume and not runs.checkpoint_steps(args.out) and not (Path(args.out) / "model.json").exists():
+        print(f"tabdiff-jax fit: note: {args.out} has no checkpoint yet; training starts from step 0", file=sys.stderr)
     t0 = time.perf_counter()
     model.fit(df, target=target, task=args.task, seed=args.seed, run_dir=args.out, resume=args.resume,
               overwrite=args.overwrite, progress=not args.no_progress, **fit_kwargs)
@@ -179,8 +186,8 @@ def cmd_sample(args) -> int:
 
     model = load_run(args.run_dir)
     kwargs = {}
-    if args.batch_size is not None:
-        kwargs["batch_size"] = args.batch_size
+    if args.chunk_size is not None:
+        kwargs["chunk_size"] = args.chunk_size
     conditions = _parse_conditions(args.condition)
     if conditions:  # the text of a value -> a label of the column's type ('1' -> 1 for a 0/1 target)
         from tabdiff_jax.preprocess.inference import typed_conditions
@@ -188,7 +195,13 @@ def cmd_sample(args) -> int:
         conditions = typed_conditions(model, conditions)
         kwargs["condition"] = conditions
     t0 = time.perf_counter()
-    df = model.sample(args.n, seed=args.seed, **kwargs)
+    try:
+        df = model.sample(args.n, seed=args.seed, **kwargs)
+    except TypeError as exc:  # a model that does not take one of the flags' keywords
+        if "keyword" not in str(exc):
+            raise
+        flag = "--condition" if "condition" in str(exc) else "--chunk-size"
+        raise ConfigError(f"{flag}: the {model.model_name} model does not support it ({exc})") from exc
     write_table(df, args.output)
     print(f"wrote {len(df)} rows to {args.output} in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -219,8 +232,10 @@ def _interrupted(exc: KeyboardInterrupt, argv: Optional[Sequence[str]]) -> str:
     """One line for Ctrl-C: where the run was saved and the command that continues it."""
     from tabdiff_jax.checkpoint import TrainingInterrupted
 
-    if not isinstance(exc, TrainingInterrupted) or exc.saved_step <= 0:
-        return "interrupted" + (f" ({exc}); nothing was saved" if str(exc) else "")
+    if not isinstance(exc, TrainingInterrupted):
+        return "interrupted"
+    if exc.saved_step <= 0:
+        return f"interrupted at step {exc.step} of {exc.total}; nothing was saved"
     words = [w for w in (sys.argv[1:] if argv is None else list(argv)) if w != "--overwrite"]
     command = " ".join(shlex.quote(w) for w in ["tabdiff-jax", *words, *([] if "--resume" in words else ["--resume"])])
     return f"{exc}; continue with: {command}"

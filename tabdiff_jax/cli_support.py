@@ -32,7 +32,8 @@ DEVICES = ("cpu", "gpu", "cuda", "rocm", "tpu")
 # Python names that messages use -> the flag that sets them on the command line.
 FLAG_HINTS = (("column_kinds", "--column-kind COL=KIND"), ("max_categories", "--max-categories N"),
               ("public_categories", "--public-categories COL=A,B,C"), ("public_bounds", "--public-bounds COL=LO:HI"),
-              ("numeric=", "--numeric"), ("options are", "--option KEY=VALUE"))
+              ("numeric=", "--numeric"), ("options are", "--option KEY=VALUE"), ("target '", "--target"),
+              ("'steps'", "--steps"), ("'epochs'", "--epochs"), ("'batch_size'", "--batch-size"))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -108,10 +109,10 @@ def pairs(items: Optional[Sequence[tuple]], flag: str) -> Optional[dict]:
 
 
 def known_options(model) -> Optional[set]:
-    """Constructor options a model accepts (``None``: it cannot say)."""
-    settings = getattr(model, "settings", None)
-    if isinstance(settings, dict):
-        return set(settings)
+    """Constructor options of a model that keeps unknown ones silently (``None``: the model checks
+    its options itself, as every model with a ``settings`` dict does, aliases included)."""
+    if isinstance(getattr(model, "settings", None), dict):
+        return None
     params = inspect.signature(type(model).__init__).parameters.values()
     named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
     return named | {"preprocessor"}

@@ -49,7 +49,7 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
     if quick:
         train = train.sample(n=2000, random_state=seed).reset_index(drop=True)
         test = test.sample(n=1000, random_state=seed).reset_index(drop=True)
-        options = dict(steps=60, batch_size=256, d_layers=[64, 64], num_timesteps=50)
+        options = dict(steps=60, batch_size=256, hidden_dims=[64, 64], num_timesteps=50)
     if steps is not None:
         options["steps"] = int(steps)
     print(f"Adult: {len(train)} training rows, {len(test)} test rows, target {info.target!r}")

@@ -18,7 +18,7 @@ class PlainProgress:
 
     def __init__(self, total: int, initial: int = 0, desc: str = "", interval: Optional[float] = None, file=None):
         self.total, self.n, self.desc = int(total), int(initial), desc
-        self.interval = float(interval if interval is not None else os.environ.get("TABDIFF_PROGRESS_SECONDS", 10))
+        self.interval = float(interval if interval is not None else os.environ.get("TABDIFF_PROGRESS_SECONDS", "10"))
         self.file = file
         self._postfix: dict = {}
         self._t0 = self._last = time.monotonic()

@@ -53,7 +53,7 @@ def table_fingerprint(df: pd.DataFrame) -> dict:
     except TypeError:  # unhashable cells (lists, dicts): the other facts still identify the table
         content = None
     return {"columns": [str(c) for c in df.columns], "dtypes": [str(t) for t in df.dtypes],
-            "rows": int(len(df)), "hash": content}
+            "rows": len(df), "hash": content}
 
 
 def fit_record(model_name: str, config: dict, df: pd.DataFrame, fit_args: dict) -> dict:

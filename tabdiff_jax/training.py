@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tabdiff_jax import validate
 from tabdiff_jax.checkpoint import Checkpointer, TrainingInterrupted, save_on_interrupt
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.progress import progress_bar
@@ -108,10 +109,11 @@ def run_training(
                             f"({type(exc).__name__}); fit into a new folder") from exc
         start = int(checkpointer.latest_step())
         history = [(int(s), m) for s, m in meta.get("history", [])]
-    bar = progress_bar(num_steps, start, desc, progress)
     t0, step = time.perf_counter(), start
     saved, last_save, completed = start, t0, start
+    bar = None
     try:
+        bar = progress_bar(num_steps, start, desc, progress)
         for step in range(start, num_steps):
             if stop_fn is not None and stop_fn(step, state):
                 break
@@ -140,22 +142,24 @@ def run_training(
             saved = save_on_interrupt(checkpointer, completed, state, {"history": history}, saved)
         raise TrainingInterrupted(completed, saved, num_steps, checkpointer.directory) from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if checkpointer is not None:
             checkpointer.close()
     return state, history
 
-def make_optimizer(name: str, learning_rate: float, *, betas: Sequence[float] = (0.5, 0.9),
-                   weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """Adam (``betas``) or RMSprop, with PyTorch-style L2 weight decay added to the gradient.
+def make_named_optimizer(name: str, learning_rate: float, *, betas: Sequence[float] = (0.5, 0.9),
+                         weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """The optimiser a GAN's or TVAE's ``optimizer`` option names: Adam (``betas``) or RMSprop, with
+    PyTorch-style L2 weight decay added to the gradient (TabDDPM's is
+    :func:`tabdiff_jax.diffusion.tabddpm.make_annealed_adamw`).
 
     Raises:
       ConfigError: unknown ``name`` or a non-positive ``learning_rate``.
     """
-    if not float(learning_rate) > 0:
-        raise ConfigError(f"learning rate must be > 0, got {learning_rate!r}")
-    if float(weight_decay) < 0:
-        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    learning_rate = validate.positive_float("learning_rate", learning_rate)
+    weight_decay = validate.positive_float("weight_decay", weight_decay, allow_zero=True)
+    validate.in_choices("optimizer", name, OPTIMIZERS)
     if name == "adam":
         b1, b2 = (float(b) for b in betas)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
@@ -164,8 +168,6 @@ def make_optimizer(name: str, learning_rate: float, *, betas: Sequence[float] = 
     elif name == "rmsprop":
         # PyTorch's RMSprop defaults (decay 0.99, eps 1e-8, eps outside the square root).
         opt = optax.rmsprop(float(learning_rate), decay=0.99, eps=1e-8)
-    else:
-        raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     if weight_decay:
         opt = optax.chain(optax.add_decayed_weights(float(weight_decay)), opt)
     return opt

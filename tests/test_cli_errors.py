@@ -54,7 +54,7 @@ def _snapshot(folder: Path) -> dict:
 def _fails(capsys, *argv, code=2) -> str:
     """Run the CLI; assert it failed with ``code`` and exactly one line, no traceback; return the line."""
     assert main([str(a) for a in argv]) == code
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith("\n"), err
     assert "Traceback" not in err
     return err
@@ -217,6 +217,25 @@ def test_interrupted_fit_resumes_to_the_uninterrupted_parameters(capsys, table, 
     assert sorted(straight) == sorted(resumed) and straight
     for name in straight:
         np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
+
+
+def test_ctrl_c_before_the_first_step_leaves_nothing_to_resume(capsys, table, tmp_path, monkeypatch):
+    import os
+
+    from tabdiff_jax import training
+
+    def ctrl_c(*a):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(training, "progress_bar", ctrl_c)
+    run = tmp_path / "run"
+    args = ["fit", table, "--model", "tabddpm", "--target", "label", "--steps", "6", "--out", run,
+            *_tiny_tabddpm_options()]
+    err = _fails(capsys, *args, code=130)
+    assert "interrupted at step 0 of 6; nothing was saved" in err
+    assert not run.exists()  # no empty checkpoints/ or resume record behind
+    err = _fails(capsys, *args, "--resume")
+    assert "holds no run to resume" in err
 
 
 # ---------------------------------------------------------------------------------------- sample

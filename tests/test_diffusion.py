@@ -9,7 +9,7 @@ from flax import nnx
 from tabdiff_jax.diffusion import tabddpm as dm
 from tabdiff_jax.diffusion.denoiser import (
     TabDDPMDenoiser,
-    apply,
+    apply_denoiser,
     split_params,
     timestep_embedding,
 )
@@ -20,7 +20,7 @@ CFG = dm.DiffusionConfig(num_numeric=2, categorical_sizes=(3, 4), num_classes=2,
 
 
 def _model(cfg=CFG, **kw):
-    return split_params(dm.make_denoiser(cfg, d_layers=(32, 32), rngs=nnx.Rngs(0), **kw))
+    return split_params(dm.make_denoiser(cfg, hidden_dims=(32, 32), rngs=nnx.Rngs(0), **kw))
 
 
 def _toy(n=256, seed=0):
@@ -56,9 +56,9 @@ def test_timestep_embedding_closed_form():
 
 
 def test_denoiser_dropout_and_label():
-    m = TabDDPMDenoiser(5, 5, num_classes=3, d_layers=(16,), dropout_rate=0.5, rngs=nnx.Rngs(0))
+    m = TabDDPMDenoiser(5, 5, num_classes=3, hidden_dims=(16,), dropout_rate=0.5, rngs=nnx.Rngs(0))
     g, p = split_params(m)
-    f = jax.jit(apply, static_argnums=0)
+    f = jax.jit(apply_denoiser, static_argnums=0)
     x, t, y = jnp.ones((4, 5)), jnp.arange(4), jnp.array([0, 1, 2, 0])
     a, b = f(g, p, x, t, y), f(g, p, x, t, y)
     np.testing.assert_array_equal(a, b)  # no key -> deterministic
@@ -66,14 +66,14 @@ def test_denoiser_dropout_and_label():
     assert not np.allclose(a, c)
     assert not np.allclose(a[0], f(g, p, x, t, jnp.array([1, 1, 2, 0]))[0])  # the label matters
     with pytest.raises(ConfigError, match="y is required"):
-        apply(g, p, x, t)
+        apply_denoiser(g, p, x, t)
 
 
-@pytest.mark.parametrize("d_in,num_classes,d_layers", [(20, 3, (64, 32)), (20, 0, (48,)), (300, 2, (256, 64))],
+@pytest.mark.parametrize("d_in,num_classes,hidden_dims", [(20, 3, (64, 32)), (20, 0, (48,)), (300, 2, (256, 64))],
                          ids=["folded-label", "folded-unconditional", "not-folded"])
-def test_conditioned_denoiser_equals_the_full_call(d_in, num_classes, d_layers):
+def test_conditioned_denoiser_equals_the_full_call(d_in, num_classes, hidden_dims):
     """The sampler's form (label once, projection folded into the first block) = model(x, t, y)."""
-    m = TabDDPMDenoiser(d_in, 7, num_classes=num_classes, d_layers=d_layers, dim_t=32, rngs=nnx.Rngs(2))
+    m = TabDDPMDenoiser(d_in, 7, num_classes=num_classes, hidden_dims=hidden_dims, dim_t=32, rngs=nnx.Rngs(2))
     x = jax.random.normal(jax.random.key(0), (6, d_in))
     y = jnp.array([0, 1, 2, 0, 1, 2]) % num_classes if num_classes else None
     denoise = m.conditioned(y)
@@ -83,13 +83,14 @@ def test_conditioned_denoiser_equals_the_full_call(d_in, num_classes, d_layers):
 
 def test_time_table_gives_the_same_outputs_and_gradients():
     """Embedding the T timesteps once and looking rows up = embedding each row's timestep."""
-    m = TabDDPMDenoiser(10, 10, num_classes=2, d_layers=(32, 32), dim_t=16, rngs=nnx.Rngs(4))
+    m = TabDDPMDenoiser(10, 10, num_classes=2, hidden_dims=(32, 32), dim_t=16, rngs=nnx.Rngs(4))
     g, p = split_params(m)
     x = jax.random.normal(jax.random.key(0), (40, 10))
     t = jax.random.randint(jax.random.key(1), (40,), 0, 25)
     y = jnp.arange(40) % 2
-    loss = lambda p, T: jnp.sum(apply(g, p, x, t, y, num_timesteps=T) ** 2)
-    np.testing.assert_allclose(apply(g, p, x, t, y, num_timesteps=25), apply(g, p, x, t, y), rtol=1e-5, atol=1e-6)
+    loss = lambda p, T: jnp.sum(apply_denoiser(g, p, x, t, y, num_timesteps=T) ** 2)
+    np.testing.assert_allclose(apply_denoiser(g, p, x, t, y, num_timesteps=25), apply_denoiser(g, p, x, t, y),
+                               rtol=1e-5, atol=1e-6)
     g_table, g_rows = jax.grad(loss)(p, 25), jax.grad(loss)(p, None)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_table, g_rows)
     assert not np.allclose(g_table["time_in"]["kernel"], 0.0)  # the gradient reaches the time MLP
@@ -114,7 +115,7 @@ def test_per_example_gradients_average_to_the_batch_gradient():
 
 def test_no_nan_at_T1000_with_100_blocks_of_50():
     cfg = dm.DiffusionConfig(num_numeric=3, categorical_sizes=(50,) * 100, num_timesteps=1000)
-    g, p = split_params(dm.make_denoiser(cfg, d_layers=(32,), rngs=nnx.Rngs(0)))
+    g, p = split_params(dm.make_denoiser(cfg, hidden_dims=(32,), rngs=nnx.Rngs(0)))
     n = 6
     x_num = jax.random.normal(jax.random.key(0), (n, 3))
     x_cat = jax.random.randint(jax.random.key(1), (n, 100), 0, 50)
@@ -128,7 +129,7 @@ def test_no_nan_at_T1000_with_100_blocks_of_50():
 def test_train_step_decreases_loss_and_donates_state():
     g, p = _model()
     data = _toy(256)
-    opt = dm.make_optimizer(lr=3e-3, weight_decay=0.0)
+    opt = dm.make_annealed_adamw(lr=3e-3, weight_decay=0.0)
     step = dm.make_train_step(g, opt, CFG, batch_size=128, ema_decay=0.99)
     t_eval = jnp.arange(256) % CFG.num_timesteps
     evaluate = jax.jit(lambda q: jnp.mean(dm.per_example_losses(q, g, data.x_num, data.x_cat, data.y, t_eval,
@@ -161,14 +162,14 @@ def test_ema_update_closed_form():
 def test_bfloat16_matmuls_track_float32_with_float32_parameters_and_gradients():
     x = jax.random.normal(jax.random.key(0), (64, 12))
     t = jnp.arange(64) % 10
-    full = TabDDPMDenoiser(12, 12, d_layers=(64, 64), dim_t=16, rngs=nnx.Rngs(3))
-    mixed = TabDDPMDenoiser(12, 12, d_layers=(64, 64), dim_t=16, matmul_dtype="bfloat16", rngs=nnx.Rngs(3))
+    full = TabDDPMDenoiser(12, 12, hidden_dims=(64, 64), dim_t=16, rngs=nnx.Rngs(3))
+    mixed = TabDDPMDenoiser(12, 12, hidden_dims=(64, 64), dim_t=16, matmul_dtype="bfloat16", rngs=nnx.Rngs(3))
     g32, p32 = split_params(full)
     g16, p16 = split_params(mixed)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(p16))  # parameters stay float32
-    y32, y16 = apply(g32, p32, x, t), apply(g16, p16, x, t)
+    y32, y16 = apply_denoiser(g32, p32, x, t), apply_denoiser(g16, p16, x, t)
     assert y16.dtype == jnp.float32
     err = float(jnp.max(jnp.abs(y16 - y32)) / jnp.max(jnp.abs(y32)))
     assert 0 < err < 3e-2  # bfloat16 really is used (not bit-equal) and stays close (8-bit mantissa)
-    grads = jax.grad(lambda p: jnp.mean(apply(g16, p, x, t) ** 2))(p16)
+    grads = jax.grad(lambda p: jnp.mean(apply_denoiser(g16, p, x, t) ** 2))(p16)
     assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -21,7 +21,7 @@ from tabdiff_jax.errors import ConfigError
 
 SMALL_GAN = dict(batch_size=50, generator_dims=(16,), critic_dims=(16,), noise_dim=8, epochs=1)
 MODELS = {
-    "tabddpm": ("TabDDPM", dict(steps=20, batch_size=64, num_timesteps=8, d_layers=(16, 16), dim_t=16, log_every=10)),
+    "tabddpm": ("TabDDPM", dict(steps=20, batch_size=64, num_timesteps=8, hidden_dims=(16, 16), dim_t=16, log_every=10)),
     "tablediffusion": ("TableDiffusion", dict(epsilon=5.0, delta=1e-3, steps=3, batch_size=50, hidden_dims=(16,),
                                               num_timesteps=3, categorical="sample")),
     "gan": ("GAN", SMALL_GAN),
@@ -109,6 +109,10 @@ def test_rejection_raises_one_line_naming_the_class_and_rate(fitted):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="not categorical"):
         model.sample(5, condition={"x": 1.0})
+    with pytest.raises(ConfigError, match="not a column"):
+        model.sample(5, condition={"shade": "red"})
+    with pytest.raises(ConfigError, match="chunk_size"):  # the old name of the sample-time keyword
+        model.sample(5, batch_size=5)
 
 
 DEVICES_SCRIPT = textwrap.dedent(

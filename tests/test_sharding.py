@@ -99,12 +99,12 @@ TABDDPM_SCRIPT = textwrap.dedent(
     from tabdiff_jax.sharding import auto_mesh
     mesh = auto_mesh()
     config = dm.DiffusionConfig(num_numeric=3, categorical_sizes=(4, 2), num_classes=2, num_timesteps=20)
-    graphdef, params = split_params(dm.make_denoiser(config, d_layers=(32, 32), rngs=nnx.Rngs(0)))
+    graphdef, params = split_params(dm.make_denoiser(config, hidden_dims=(32, 32), rngs=nnx.Rngs(0)))
     rng = np.random.default_rng(0)
     data = dm.TableBatch(jnp.asarray(rng.normal(size=(128, 3)), jnp.float32),
                          jnp.asarray(np.stack([rng.integers(0, 4, 128), rng.integers(0, 2, 128)], 1), jnp.int32),
                          jnp.asarray(rng.integers(0, 2, 128), jnp.int32))
-    opt = dm.make_optimizer(2e-3, 1e-4, num_steps=10)
+    opt = dm.make_annealed_adamw(2e-3, 1e-4, num_steps=10)
 
     def train(mesh):
         step = dm.make_train_step(graphdef, opt, config, batch_size=32, mesh=mesh)
@@ -178,7 +178,7 @@ ESTIMATOR_SCRIPT = textwrap.dedent(
         diff = max(float(np.max(np.abs(ref[k] - mine[k]))) for k in ref)
     reloaded = load(saved)  # the same parameters in both interpreters: the sampler alone decides
     # 30 rows (not a multiple of 4) in chunks of 14 (padded to 16 on 4 devices, then trimmed)
-    table = reloaded.sample(30, seed=5, batch_size=14)
+    table = reloaded.sample(30, seed=5, chunk_size=14)
     print(json.dumps({"diff": diff, "info": info, "table": table.to_dict(orient="list")}))
     """
 )

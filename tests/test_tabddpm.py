@@ -10,7 +10,7 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import load
 from tabdiff_jax.models.tabddpm import TabDDPM
 
-TINY = dict(steps=30, batch_size=64, num_timesteps=20, d_layers=(32, 32), dim_t=16, ema_decay=0.9,
+TINY = dict(steps=30, batch_size=64, num_timesteps=20, hidden_dims=(32, 32), dim_t=16, ema_decay=0.9,
             checkpoint_every=10, log_every=5)
 
 
@@ -78,7 +78,7 @@ def test_conditional_sampling_and_errors(fitted):
 
 def test_german_credit_has_no_nan_and_regression_target(shared_data):
     df = pd.read_csv(shared_data / "german_credit.csv")
-    model = TabDDPM(steps=40, batch_size=256, num_timesteps=50, d_layers=(64, 64), log_every=20)
+    model = TabDDPM(steps=40, batch_size=256, num_timesteps=50, hidden_dims=(64, 64), log_every=20)
     model.fit(df, target="amount", seed=0, progress=False)  # 13 categorical blocks, a numeric target
     assert model.task == "regression" and np.isfinite(model.fit_info["final_loss"]["loss"])
     with pytest.raises(ConfigError, match="classification target"):
@@ -103,7 +103,7 @@ def test_toy_table_is_learned():
     from scipy.stats import ks_2samp
 
     df = _toy_table(3000, 0)
-    model = TabDDPM(steps=800, batch_size=256, num_timesteps=50, d_layers=(64, 64), log_every=100)
+    model = TabDDPM(steps=800, batch_size=256, num_timesteps=50, hidden_dims=(64, 64), log_every=100)
     model.fit(df, seed=0, progress=False)
     syn = model.sample(3000, seed=1)
     for col in ("x1", "x2"):

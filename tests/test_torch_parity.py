@@ -34,15 +34,15 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # torc
 import torch_reference as tr  # noqa: E402
 
 ADULT_SIZES = (9, 16, 7, 15, 6, 5, 2, 42)  # Adult's 8 categorical columns, 102 categories
-TINY = dict(sizes=(3, 4, 2), num_numeric=2, n=8, d_layers=(16, 16), T=20)
+TINY = dict(sizes=(3, 4, 2), num_numeric=2, n=8, hidden_dims=(16, 16), T=20)
 
 
 @functools.lru_cache(maxsize=4)  # tests share cases (and their compiled functions); none mutates one
-def _case(sizes, num_numeric, n, d_layers, T, seed=0, num_classes=2):
+def _case(sizes, num_numeric, n, hidden_dims, T, seed=0, num_classes=2):
     """Weights, a batch and the forward-process draws, all from ``seed``."""
     cfg = D.DiffusionConfig(num_numeric=num_numeric, categorical_sizes=sizes, num_classes=num_classes,
                             num_timesteps=T)
-    graphdef, params = nets.split_params(D.make_denoiser(cfg, d_layers=d_layers, rngs=nnx.Rngs(seed)))
+    graphdef, params = nets.split_params(D.make_denoiser(cfg, hidden_dims=hidden_dims, rngs=nnx.Rngs(seed)))
     rng = np.random.default_rng(seed)
     x_num = rng.standard_normal((n, num_numeric)).astype(np.float32)
     x_cat = np.stack([rng.integers(0, k, n) for k in sizes], 1).astype(np.int32)
@@ -61,7 +61,7 @@ def _ours_loss_and_grad(c):
     cfg, graphdef = c["cfg"], c["graphdef"]
 
     def loss(params, x_num_t, x_cat_t, x_cat, t, y, noise):
-        out = nets.apply(graphdef, params, D.denoiser_input(cfg, x_num_t, x_cat_t), t, y)
+        out = nets.apply_denoiser(graphdef, params, D.denoiser_input(cfg, x_num_t, x_cat_t), t, y)
         lg, lm = D.loss_terms(cfg, out, noise, x_cat, x_cat_t, t)
         return jnp.mean(lg + cfg.weight * lm)
 
@@ -83,7 +83,7 @@ def _torch_loss(c, dtype):
 def _assert_denoiser_matches(c, atol):
     cfg = c["cfg"]
     x_in = np.asarray(jax.jit(D.denoiser_input, static_argnums=0)(cfg, c["x_num_t"], c["x_cat_t"]))
-    apply = jax.jit(nets.apply, static_argnums=0)
+    apply = jax.jit(nets.apply_denoiser, static_argnums=0)
     ours = np.asarray(apply(c["graphdef"], c["params"], x_in, c["t"], c["y"]))
     model = tr.to_torch(c["params"])
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_weights_round_trip_and_shape_check():
     back = tr.from_torch(tr.to_torch(c["params"]))
     same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), c["params"], back)
     assert all(jax.tree.leaves(same))
-    wrong = tr.MLPDiffusion(d_in=c["cfg"].d_in + 1, num_classes=2, d_layers=TINY["d_layers"], dim_t=128)
+    wrong = tr.MLPDiffusion(d_in=c["cfg"].d_in + 1, num_classes=2, d_layers=TINY["hidden_dims"], dim_t=128)
     with pytest.raises(ValueError, match="proj"):
         tr.to_torch(c["params"], wrong)
 
@@ -147,7 +147,7 @@ def test_adamw_step_matches():
     """torch.optim.AdamW and our optimizer move the same weights by the same gradient alike."""
     c = _case(**TINY)
     _, grads = _ours_loss_and_grad(c)
-    opt = D.make_optimizer(lr=2e-3, weight_decay=1e-4)
+    opt = D.make_annealed_adamw(lr=2e-3, weight_decay=1e-4)
     first_step = jax.jit(lambda g, p: optax.apply_updates(p, opt.update(g, opt.init(p), p)[0]))
     ours = first_step(grads, c["params"])
     model = tr.to_torch(c["params"])
@@ -168,7 +168,7 @@ def test_reverse_step_matches():
 
     @jax.jit
     def ours_step(params, x_num_t, x_cat_t, t, y):
-        out = nets.apply(c["graphdef"], params, D.denoiser_input(cfg, x_num_t, x_cat_t), t, y)
+        out = nets.apply_denoiser(c["graphdef"], params, D.denoiser_input(cfg, x_num_t, x_cat_t), t, y)
         eps, logits = out[:, :cfg.num_numeric], out[:, cfg.num_numeric:]
         z = jax.random.normal(jax.random.key(7), eps.shape)
         x_prev = gaussian.p_sample(schedule, x_num_t, t, eps, z)

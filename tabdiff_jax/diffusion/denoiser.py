@@ -6,7 +6,7 @@ the network is deterministic. Hand it to ``jax.jit`` / ``jax.grad`` as ``(graphd
 
     model = TabDDPMDenoiser(d_in=10, d_out=10, rngs=nnx.Rngs(0))
     graphdef, params = split_params(model)
-    out = apply(graphdef, params, x, t, y)     # [n, d_out]
+    out = apply_denoiser(graphdef, params, x, t, y)     # [n, d_out]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.layers import Embed, Linear
 from tabdiff_jax.state import split_params  # noqa: F401  (re-exported: the package's one parameter form)
 
-DEFAULT_D_LAYERS = (256, 256)
+DEFAULT_HIDDEN_DIMS = (256, 256)
 DEFAULT_DIM_T = 128
 
 
@@ -57,13 +57,13 @@ class TabDDPMDenoiser(nnx.Module):
     """TabDDPM's ``MLPDiffusion``.
 
     ``h = proj(x) + time_mlp(sinusoidal(t)) [+ silu(label_embed(y))]``, then blocks
-    ``Linear -> ReLU -> Dropout`` of widths ``d_layers``, then a final ``Linear`` to ``d_out``.
+    ``Linear -> ReLU -> Dropout`` of widths ``hidden_dims``, then a final ``Linear`` to ``d_out``.
 
     Args:
       d_in: input width (numeric columns plus the one-hot width).
       d_out: output width (noise for the numbers plus one logit per category).
       num_classes: classes of the label condition (0: unconditional).
-      d_layers: widths of the hidden blocks.
+      hidden_dims: widths of the hidden blocks.
       dim_t: width of the input projection and the time / label embeddings (128 in TabDDPM).
       dropout_rate: dropout after each hidden block (active only with a ``dropout_key``).
       matmul_dtype: None (float32 matmuls) or "bfloat16" (operands in bfloat16, float32
@@ -77,17 +77,17 @@ class TabDDPMDenoiser(nnx.Module):
         d_out: int,
         *,
         num_classes: int = 0,
-        d_layers: Sequence[int] = DEFAULT_D_LAYERS,
+        hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
         dim_t: int = DEFAULT_DIM_T,
         dropout_rate: float = 0.0,
         matmul_dtype: Optional[str] = None,
         rngs: nnx.Rngs,
     ):
-        d_layers = tuple(int(w) for w in d_layers)
+        hidden_dims = tuple(int(w) for w in hidden_dims)
         if d_in < 1 or d_out < 1:
             raise ConfigError(f"d_in and d_out must be >= 1, got {d_in}, {d_out}")
-        if not d_layers or any(w < 1 for w in d_layers):
-            raise ConfigError(f"d_layers must be a non-empty list of positive widths, got {d_layers}")
+        if not hidden_dims or any(w < 1 for w in hidden_dims):
+            raise ConfigError(f"hidden_dims must be a non-empty list of positive widths, got {hidden_dims}")
         if not 0.0 <= dropout_rate < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout_rate}")
         self.dim_t, self.num_classes, self.dropout_rate = int(dim_t), int(num_classes), float(dropout_rate)
@@ -96,7 +96,7 @@ class TabDDPMDenoiser(nnx.Module):
         self.time_in = Linear(dim_t, dim_t, rngs=rngs, **md)
         self.time_out = Linear(dim_t, dim_t, rngs=rngs, **md)
         self.label_embed = Embed(num_classes, dim_t, rngs=rngs) if num_classes > 0 else None
-        widths = (dim_t,) + d_layers
+        widths = (dim_t,) + hidden_dims
         self.blocks = nnx.List([Linear(a, b, rngs=rngs, **md) for a, b in zip(widths[:-1], widths[1:])])
         self.head = Linear(widths[-1], d_out, rngs=rngs, **md)
 
@@ -177,7 +177,8 @@ class TabDDPMDenoiser(nnx.Module):
         return denoise
 
 
-def apply(graphdef, params: dict, x, t, y=None, *, dropout_key=None, num_timesteps: Optional[int] = None) -> jax.Array:
+def apply_denoiser(graphdef, params: dict, x, t, y=None, *, dropout_key=None,
+                   num_timesteps: Optional[int] = None) -> jax.Array:
     """Pure forward pass of a split denoiser: ``nnx.merge(graphdef, params)(x, t, y, dropout_key=...)``.
 
     With ``num_timesteps`` (``T``) and more rows than ``T``, a :class:`TabDDPMDenoiser` embeds the

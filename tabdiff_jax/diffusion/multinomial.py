@@ -61,10 +61,6 @@ class BlockSpec:
         object.__setattr__(self, "sizes", sizes)
 
     @property
-    def num_blocks(self) -> int:
-        return len(self.sizes)
-
-    @property
     def onehot_dim(self) -> int:
         return int(sum(self.sizes))
 

@@ -16,7 +16,7 @@ Example:
   >>> config = DiffusionConfig(num_numeric=3, categorical_sizes=(4, 2), num_timesteps=100)
   >>> model = make_denoiser(config, rngs=nnx.Rngs(0))
   >>> graphdef, params = split_params(model)
-  >>> opt = make_optimizer(lr=2e-3)
+  >>> opt = make_annealed_adamw(lr=2e-3)
   >>> state = init_train_state(params, opt, ema_decay=0.999)
   >>> step = make_train_step(graphdef, opt, config, batch_size=256, ema_decay=0.999)
   >>> state, metrics = step(state, data, jax.random.key(0))   # data: a TableBatch on the device
@@ -32,13 +32,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tabdiff_jax import validate
 from tabdiff_jax.blocks import onehot
 from tabdiff_jax.diffusion import gaussian, multinomial
 from tabdiff_jax.diffusion.denoiser import (
-    DEFAULT_D_LAYERS,
+    DEFAULT_HIDDEN_DIMS,
     DEFAULT_DIM_T,
     TabDDPMDenoiser,
-    apply,
+    apply_denoiser,
 )
 from tabdiff_jax.diffusion.multinomial import BlockSpec
 from tabdiff_jax.diffusion.schedules import SCHEDULES, Schedule, make_schedule
@@ -98,17 +99,17 @@ class DiffusionConfig:
         return BlockSpec(self.categorical_sizes)
 
     @property
+    def weight(self) -> float:
+        return float(self.num_timesteps if self.multinomial_weight is None else self.multinomial_weight)
+
+    @property
     def num_blocks(self) -> int:
         return len(self.categorical_sizes)
 
     @property
     def d_in(self) -> int:
         """Width of the denoiser input and output: numbers plus the one-hot blocks."""
-        return self.num_numeric + sum(self.categorical_sizes)
-
-    @property
-    def weight(self) -> float:
-        return float(self.num_timesteps if self.multinomial_weight is None else self.multinomial_weight)
+        return self.num_numeric + self.spec.onehot_dim
 
     def make_schedule(self) -> Schedule:
         return make_schedule(self.num_timesteps, self.schedule)
@@ -123,11 +124,11 @@ class TableBatch(NamedTuple):
     y: Optional[jax.Array] = None
 
 
-def make_denoiser(config: DiffusionConfig, *, d_layers: Sequence[int] = DEFAULT_D_LAYERS,
+def make_denoiser(config: DiffusionConfig, *, hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
                   dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, matmul_dtype: Optional[str] = None,
                   rngs: nnx.Rngs) -> TabDDPMDenoiser:
     """The TabDDPM MLP sized for ``config`` (``matmul_dtype="bfloat16"``: mixed-precision matmuls)."""
-    return TabDDPMDenoiser(config.d_in, config.d_in, num_classes=config.num_classes, d_layers=d_layers,
+    return TabDDPMDenoiser(config.d_in, config.d_in, num_classes=config.num_classes, hidden_dims=hidden_dims,
                            dim_t=dim_t, dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs)
 
 
@@ -170,12 +171,13 @@ def per_example_losses(params, graphdef, x_num, x_cat, y, t, key, config: Diffus
       config: the diffusion config.
       with_terms: also return ``(loss_gauss, loss_multi)`` ``[n]`` each (``loss_multi`` unweighted).
       time_table: embed the ``T`` timesteps once when the batch has more rows than ``T``
-        (:func:`tabdiff_jax.diffusion.denoiser.apply`); the mean-loss gradient only, not per-example ones.
+        (:func:`tabdiff_jax.diffusion.denoiser.apply_denoiser`); the mean-loss gradient only, not
+        per-example ones.
     """
     k_noise, k_drop = jax.random.split(key)
     x_num_t, x_cat_t, noise = forward_noise(config, x_num, x_cat, t, k_noise)
-    out = apply(graphdef, params, denoiser_input(config, x_num_t, x_cat_t), t, y, dropout_key=k_drop,
-                num_timesteps=config.num_timesteps if time_table else None)
+    out = apply_denoiser(graphdef, params, denoiser_input(config, x_num_t, x_cat_t), t, y, dropout_key=k_drop,
+                         num_timesteps=config.num_timesteps if time_table else None)
     loss_gauss, loss_multi = loss_terms(config, out, noise, x_cat, x_cat_t, t)
     loss = loss_gauss + config.weight * loss_multi
     return (loss, (loss_gauss, loss_multi)) if with_terms else loss
@@ -207,11 +209,11 @@ def batch_loss(params, graphdef, batch: TableBatch, key, config: DiffusionConfig
     return loss, {"loss": loss, "loss_gauss": jnp.mean(lg), "loss_multi": jnp.mean(lm)}
 
 
-def make_optimizer(lr: float = 2e-3, weight_decay: float = 1e-4, num_steps: Optional[int] = None,
-                   grad_clip: Optional[float] = None) -> optax.GradientTransformation:
+def make_annealed_adamw(lr: float = 2e-3, weight_decay: float = 1e-4, num_steps: Optional[int] = None,
+                        grad_clip: Optional[float] = None) -> optax.GradientTransformation:
     """AdamW; with ``num_steps``, the learning rate decays linearly to 0 (TabDDPM's annealing)."""
-    if lr <= 0 or weight_decay < 0:
-        raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
+    lr = validate.positive_float("lr", lr)
+    weight_decay = validate.positive_float("weight_decay", weight_decay, allow_zero=True)
     schedule = optax.linear_schedule(lr, 0.0, int(num_steps)) if num_steps else lr
     opt = optax.adamw(schedule, weight_decay=weight_decay)
     return optax.chain(optax.clip_by_global_norm(grad_clip), opt) if grad_clip else opt

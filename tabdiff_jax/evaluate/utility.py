@@ -99,7 +99,7 @@ def _fit_predict(model_name: str, task: str, train: pd.DataFrame, y_train: np.nd
                 out.append((model.predict(m), model.predict_proba(m), np.asarray(model.classes_)))
             else:
                 out.append((model.predict(m), None, None))
-    return out, f"sklearn HistGradientBoosting (max_iter={iterations})"
+    return out, f"sklearn HistGradientBoosting (max_iter={model.max_iter}, ran {model.n_iter_})"
 
 
 def _classification_scores(y_true, y_pred, proba, classes) -> dict:

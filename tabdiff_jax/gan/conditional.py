@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from tabdiff_jax.blocks import block_offsets
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.table import TableLayout
 
@@ -62,7 +63,7 @@ class ConditionSampler:
 
     @property
     def cond_offsets(self) -> tuple[int, ...]:
-        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.sizes)[:-1]]))
+        return block_offsets(self.sizes)
 
 
 def build_condition_sampler(codes: np.ndarray, layout: TableLayout, blocks: Sequence[int], *,

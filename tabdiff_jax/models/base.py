@@ -15,6 +15,7 @@ The base class validates the input, fits the shared preprocessor, times the fit,
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -136,9 +137,20 @@ class Synthesizer:
     ) -> "Synthesizer":
         """Fit the model on ``df`` (optionally with a ``target`` column) and return ``self``.
 
+        ``seed`` drives every random choice of the fit: the model's initialisation and training
+        (from ``jax.random.key(seed)``) and the preprocessor's mixture fits (a seed folded out of the
+        same key; a ``"seed"`` among the ``preprocessor`` options overrides it).
+
+        With ``run_dir``, ``resume.json`` (model, options, a fingerprint of the table) is written
+        when training starts, and checkpoints go to ``run_dir/checkpoints`` (also every
+        ``checkpoint_seconds`` and on Ctrl-C); a fit that fails before any checkpoint leaves no
+        files behind. ``overwrite=True`` replaces a run already there.
+
         Raises:
           DataError: the table is empty, has duplicate columns, or ``target`` is not a column
             (and whatever the preprocessor rejects, naming the column).
+          ConfigError: ``run_dir`` holds checkpoints but neither ``resume`` nor ``overwrite`` is
+            set, or ``resume`` with a table, model or options unlike the run's (named).
         """
         validate_frame(df, target)
         if task not in (None, "classification", "regression"):
@@ -179,18 +191,18 @@ class Synthesizer:
 
         if self.task == "classification":
             inference.single_class(target, df[target])
-        inferred = getattr(self.preprocessor, "inferred", None) or \
-            ({"task": inference.task_note(df[target], self.task)} if target is not None and task is None else {})
         t_pre = time.perf_counter() - t0
         if run is not None:
             run.start()  # writes resume.json (after removing the old run's files if overwrite)
         try:
             self._fit(df, encoded, key, run_dir=run_dir, resume=resume, progress=progress, **fit_kwargs)
-        except Exception:
+        except BaseException:  # Ctrl-C too: a run with no checkpoint leaves nothing to resume
             if run is not None:
                 run.abandon()  # nothing half-written unless a checkpoint can be resumed
             raise
         self.fitted = True
+        inferred = getattr(self.preprocessor, "inferred", None) or inference.describe(  # models without one: SMOTE
+            getattr(self, "_specs", ()), inference.task_note(df[target], self.task) if target and not task else None, df)
         self.fit_info = {
             "model": self.model_name,
             "config": self.config,
@@ -237,6 +249,10 @@ class Synthesizer:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
         n, key = int(n), jax.random.key(int(seed))
+        unknown = sorted(set(kwargs) - set(inspect.signature(self._sample_raw).parameters) - {"condition"})
+        if unknown:
+            hint = " (rows per compiled call is chunk_size=)" if "batch_size" in unknown else ""
+            raise ConfigError(f"{type(self).__name__}.sample does not take {', '.join(unknown)}{hint}")
         if condition is None:
             raw = self._sample_raw(0, n, key, **kwargs)
         else:

@@ -50,7 +50,7 @@ from tabdiff_jax.training import (
     EpochTimer,
     arrays_to_tree,
     epochs_from,
-    make_optimizer,
+    make_named_optimizer,
     resolve_config,
     run_training,
     tree_to_arrays,
@@ -76,12 +76,9 @@ class GANSynthesizer(Synthesizer):
     def __init__(self, **config):
         self.settings = resolve_config(self.defaults, config, type(self).__name__)
         s = self.settings
-        if s["conditional"] not in CONDITIONALS:
-            raise ConfigError(f"conditional must be one of {CONDITIONALS}, got {s['conditional']!r}")
-        if int(s["epochs"]) < 0:
-            raise ConfigError(f"epochs must be >= 0, got {s['epochs']!r}")
-        if int(s["checkpoint_every"]) < 1:
-            raise ConfigError(f"checkpoint_every must be >= 1, got {s['checkpoint_every']!r}")
+        validate.in_choices("conditional", s["conditional"], CONDITIONALS)
+        validate.positive_int("epochs", s["epochs"], 0)
+        validate.positive_int("checkpoint_every", s["checkpoint_every"])
         if not 0.0 <= float(s["dropout"]) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
         self._gan_config(batch_size=int(s["batch_size"]))  # validates the training options early
@@ -116,7 +113,7 @@ class GANSynthesizer(Synthesizer):
 
     def _optimizers(self):
         s = self.settings
-        make = lambda lr: make_optimizer(s["optimizer"], lr, betas=s["betas"], weight_decay=s["weight_decay"])
+        make = lambda lr: make_named_optimizer(s["optimizer"], lr, betas=s["betas"], weight_decay=s["weight_decay"])
         return make(float(s["generator_lr"])), make(float(s["critic_lr"]))
 
     def _build(self, layout: TableLayout, config: GANConfig, cond_dim: int, key: jax.Array):

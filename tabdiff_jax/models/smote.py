@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.preprocess import frames
@@ -118,9 +119,7 @@ class SMOTE(Synthesizer):
     uses_preprocessor = False
 
     def __init__(self, k_neighbors: int = 5, **config):
-        if isinstance(k_neighbors, bool) or not isinstance(k_neighbors, (int, np.integer)) or k_neighbors < 1:
-            raise ConfigError(f"k_neighbors must be a positive integer, got {k_neighbors!r}")
-        super().__init__(k_neighbors=int(k_neighbors), **config)
+        super().__init__(k_neighbors=validate.positive_int("k_neighbors", k_neighbors), **config)
 
     def _fit(self, df, encoded, key, *, run_dir, resume, progress, **fit_kwargs) -> None:
         if fit_kwargs:
@@ -169,7 +168,7 @@ class SMOTE(Synthesizer):
         # Row i draws four 32-bit numbers from fold_in(key, i): its class, its base row, the neighbour,
         # and lambda, so it does not depend on n or on the other rows.
         bits = sample_rows(lambda size, mesh: functools.partial(_row_bits, key, size=size), n, start=start,
-                           chunk_size=chunk_size or 65536, mesh=None)
+                           chunk_size=65536 if chunk_size is None else chunk_size, mesh=None)
         u = bits.astype(np.float64) / 2.0**32  # [n, 4] in [0, 1)
         class_ids, first, counts = np.unique(self._classes, return_index=True, return_counts=True)
         order = np.argsort(self._classes, kind="stable")

@@ -8,7 +8,7 @@ regression target is diffused as a number.
 
 Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed to ``fit``)::
 
-    steps, batch_size, lr, weight_decay, num_timesteps, schedule, d_layers, dim_t, dropout,
+    steps, batch_size, lr, weight_decay, num_timesteps, schedule, hidden_dims, dim_t, dropout,
     ema_decay (None: no EMA), sample_with_ema, grad_clip, checkpoint_every, log_every,
     num_sample_steps (None: all T ancestral steps), sample_batch_size (rows per compiled sampling
     call; None: 2,048 on a CPU, 65,536 on an accelerator; the rows do not depend on it), matmul_dtype (None or
@@ -51,7 +51,7 @@ from tabdiff_jax.training import (
 # benchmarks/results/quality_tabddpm.json).
 TABDDPM_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, num_timesteps=100, schedule="cosine",
-    d_layers=(256, 256), dim_t=128, dropout=0.0, ema_decay=None, sample_with_ema=True, grad_clip=None,
+    hidden_dims=(256, 256), dim_t=128, dropout=0.0, ema_decay=None, sample_with_ema=True, grad_clip=None,
     checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, num_sample_steps=None, sample_batch_size=None, matmul_dtype=None,
     preprocessor=None,
 )
@@ -60,7 +60,7 @@ TABDDPM_DEFAULTS = dict(
 @functools.lru_cache(maxsize=8)
 def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_steps, grad_clip, mesh=None):
     """``(optimizer, compiled step)``, cached so that refitting the same configuration does not recompile."""
-    optimizer = dm.make_optimizer(lr, weight_decay, num_steps=num_steps, grad_clip=grad_clip)
+    optimizer = dm.make_annealed_adamw(lr, weight_decay, num_steps=num_steps, grad_clip=grad_clip)
     return optimizer, dm.make_train_step(graphdef, optimizer, config, batch_size=batch_size, ema_decay=ema_decay,
                                          mesh=mesh)
 
@@ -81,8 +81,10 @@ class TabDDPM(Synthesizer):
     preprocessor_options = {"numeric": "quantile"}
 
     def __init__(self, **config):
-        if "d_layers" in config and config["d_layers"] is not None:
-            config["d_layers"] = [int(w) for w in config["d_layers"]]
+        if "d_layers" in config and "hidden_dims" not in config:  # the option's old name, in older run folders
+            config["hidden_dims"] = config.pop("d_layers")
+        if "hidden_dims" in config and config["hidden_dims"] is not None:
+            config["hidden_dims"] = [int(w) for w in config["hidden_dims"]]
         self.settings = resolve_config(TABDDPM_DEFAULTS, config, "TabDDPM")
         s = self.settings
         for name in ("steps", "batch_size", "num_timesteps", "dim_t", "checkpoint_every", "log_every",
@@ -110,7 +112,7 @@ class TabDDPM(Synthesizer):
         """``(config, graphdef, params)`` of a fresh denoiser for ``layout``."""
         s = self.settings
         config = dm.DiffusionConfig.from_layout(layout, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])
-        model = dm.make_denoiser(config, d_layers=tuple(s["d_layers"]), dim_t=int(s["dim_t"]),
+        model = dm.make_denoiser(config, hidden_dims=tuple(s["hidden_dims"]), dim_t=int(s["dim_t"]),
                                  dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"],
                                  rngs=nnx.Rngs(key))
         graphdef, params = split_params(model)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan.nets import numeric_activation_for
 from tabdiff_jax.models.base import Synthesizer, register
@@ -34,15 +35,8 @@ from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
 from tabdiff_jax.sharding import auto_mesh, replicate
 from tabdiff_jax.state import split_params
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
-from tabdiff_jax.training import (
-    EpochTimer,
-    arrays_to_tree,
-    epochs_from,
-    make_optimizer,
-    resolve_config,
-    run_training,
-    tree_to_arrays,
-)
+from tabdiff_jax.training import EpochTimer, epochs_from, make_named_optimizer, resolve_config, run_training
+from tabdiff_jax.training import arrays_to_tree, tree_to_arrays
 from tabdiff_jax.vae.core import (
     Decoder,
     Encoder,
@@ -71,11 +65,9 @@ class TVAE(Synthesizer):
 
     def __init__(self, **config):
         self.settings = resolve_config(TVAE_DEFAULTS, config, "TVAE")
-        if self.settings["categorical"] not in ("argmax", "sample"):
-            raise ConfigError(f"categorical must be 'argmax' or 'sample', got {self.settings['categorical']!r}")
+        validate.in_choices("categorical", self.settings["categorical"], ("argmax", "sample"))
         for name in ("epochs", "batch_size", "latent_dim", "checkpoint_every"):
-            if int(self.settings[name]) < (0 if name == "epochs" else 1):
-                raise ConfigError(f"{name} must be a positive integer, got {self.settings[name]!r}")
+            validate.positive_int(name, self.settings[name], 0 if name == "epochs" else 1)
         super().__init__(**config)
 
     @property
@@ -113,7 +105,7 @@ class TVAE(Synthesizer):
         steps = steps_per_epoch
         k_init, k_train = jax.random.split(key)
         enc, dec = self._build(layout, k_init)
-        tx = make_optimizer("adam", s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
+        tx = make_named_optimizer("adam", s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
         state = init_tvae_state({"encoder": enc, "decoder": dec}, tx)
         epoch = jax.jit(make_tvae_epoch(self._enc_def, self._dec_def, layout, tx, batch_size=batch,
                                         steps_per_epoch=steps, numeric_activation=self._numeric_activation,
