@@ -105,8 +105,9 @@ def run_training(
             state, meta = checkpointer.restore(state)
         except Exception as exc:  # a checkpoint of another model or table: one line, not orbax's traceback
             checkpointer.close()
-            raise DataError(f"{checkpointer.directory}: the checkpoint does not fit this model and table "
-                            f"({type(exc).__name__}); fit into a new folder") from exc
+            raise DataError(f"{checkpointer.directory}: cannot restore step {checkpointer.latest_step()}: the "
+                            f"checkpoint does not fit this model and table, or is corrupt ({type(exc).__name__}); "
+                            "fit into a new folder") from exc
         start = int(checkpointer.latest_step())
         history = [(int(s), m) for s, m in meta.get("history", [])]
     t0, step = time.perf_counter(), start

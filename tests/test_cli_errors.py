@@ -334,7 +334,9 @@ def test_warnings_print_as_one_line(capsys, monkeypatch):
         return 0
 
     monkeypatch.setitem(cli.COMMANDS, "evaluate", warn)
-    assert main(["evaluate", "--real", "x.csv", "--synthetic", "y.csv"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown whatever -W the tests run under
+        assert main(["evaluate", "--real", "x.csv", "--synthetic", "y.csv"]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tabdiff-jax: PrivacyWarning: TableDiffusion: learned bounds.")
     assert "--public-bounds" in err and "warnings.warn" not in err

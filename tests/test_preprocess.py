@@ -167,7 +167,8 @@ def test_california_missing_block_and_regression_target(shared_data):
 
 def test_task_override_makes_integer_target_categorical(shared_data):
     df = load_table(shared_data, "german_credit")
-    assert Preprocessor().fit(df, target="default").task == "regression"
+    assert Preprocessor().fit(df, target="default").task == "classification"  # two values (1, 2): inferred
+    assert Preprocessor().fit(df, target="dependents", task="regression").task == "regression"
     pre = Preprocessor().fit(df, target="default", task="classification")
     assert pre.columns["default"] == "categorical" and pre.layout.target_categorical_index is not None
     back = pre.decode(pre.encode(df))
