@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 from tabdiff_jax import cli_support as cs
 from tabdiff_jax import validate
+from tabdiff_jax.generate import cli as generate_cli
 from tabdiff_jax.errors import ConfigError, TabdiffError
 
 EXIT_USAGE = 2
@@ -98,13 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `tabdiff-jax fit`")
     sample.add_argument("-n", "--num-rows", type=_int_flag("-n"), required=True, dest="n", metavar="N",
                         help="number of rows to generate")
-    sample.add_argument("-o", "--output", required=True, help="output .csv or .parquet (written atomically)")
+    sample.add_argument("-o", "--output", required=True,
+                        help="output .csv or .parquet (streamed, written atomically), or DIR/: parquet parts + manifest")
     sample.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same rows)")
     sample.add_argument("--chunk-size", "--batch-size", type=_int_flag("--chunk-size"), default=None, dest="chunk_size",
                         help="rows per compiled sampling call (memory; the rows do not depend on it)")
     sample.add_argument("--condition", action="append", default=[], metavar="COL=VALUE",
                         help="fix a categorical column (the target for TabDDPM) to a value; repeatable")
     sample.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu)")
+    generate_cli.add_flags(sample)  # --rows, --part/--of, --rows-per-part, --no-progress
 
     ev = sub.add_parser("evaluate", help="utility, fidelity and privacy of a synthetic table")
     ev.add_argument("--real", required=True, help="the training table")
@@ -179,9 +182,8 @@ def cmd_fit(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    cs.check_table_output(args.output, "-o")  # before loading or sampling anything
+    generate_cli.check(args)  # output and row range, before loading or sampling anything
     _select_device(args.device)
-    from tabdiff_jax.io import write_table
     from tabdiff_jax.runs import load_run
 
     model = load_run(args.run_dir)
@@ -194,16 +196,14 @@ def cmd_sample(args) -> int:
 
         conditions = typed_conditions(model, conditions)
         kwargs["condition"] = conditions
-    t0 = time.perf_counter()
     try:
-        df = model.sample(args.n, seed=args.seed, **kwargs)
+        line = generate_cli.run(model, args, kwargs)  # streamed: memory bounded by --rows-per-part
     except TypeError as exc:  # a model that does not take one of the flags' keywords
         if "keyword" not in str(exc):
             raise
         flag = "--condition" if "condition" in str(exc) else "--chunk-size"
         raise ConfigError(f"{flag}: the {model.model_name} model does not support it ({exc})") from exc
-    write_table(df, args.output)
-    print(f"wrote {len(df)} rows to {args.output} in {time.perf_counter() - t0:.1f} s")
+    print(line)
     return 0
 
 

@@ -69,6 +69,13 @@ def mode_reference(pre, df, j, spec, encoded):
     return ref, tol, clipped
 
 
+def _half_step(spec):
+    """Half the grid step decoded values are rounded to (integers, learned decimals), else 0."""
+    if spec.integer:
+        return 0.5
+    return 0.0 if spec.decimals is None else 0.5 * 10.0 ** -spec.decimals
+
+
 def assert_round_trip(pre, df, encoded, back, acceptance=True):
     assert list(back.columns) == list(df.columns)
     assert back.dtypes.to_dict() == df.dtypes.to_dict()
@@ -85,16 +92,18 @@ def assert_round_trip(pre, df, encoded, back, acceptance=True):
         x, y = a.to_numpy(np.float64)[present], b.to_numpy(np.float64)[present]
         if pre.numeric == "mode_specific":
             ref, tol, clipped = mode_reference(pre, df[present], j, spec, _rows(encoded, present))
-            if spec.integer:  # rounding of a clipped value may land on either side of .5
-                ref, tol = np.rint(ref), np.where(clipped, 0.5 + tol, 0.0)
+            half = _half_step(spec)
+            if half:  # rounding of a clipped value may land on either side of .5 (of the last decimal)
+                exact = ~clipped & (tol < half)  # values on the grid, decoded closer than half a step
+                ref, tol = np.round(ref, spec.decimals or 0), np.where(exact, 0.0, half + tol)
             assert np.all(np.abs(y - ref) <= tol), (spec.name, np.max(np.abs(y - ref) - tol))
-            assert np.all(np.abs(y - x)[~clipped] <= tol[~clipped] + 0.5 * spec.integer), spec.name
+            assert np.all(np.abs(y - x)[~clipped] <= tol[~clipped] + half), spec.name
             continue
         tol = numeric_tolerance(pre, df[present], j, spec, acceptance)
         if spec.integer:
             if pre.numeric in ("minmax", "standard"):
                 np.testing.assert_array_equal(y, x, err_msg=spec.name)
-            tol = tol + 0.5  # rounding to the integer grid
+        tol = tol + _half_step(spec)  # rounding to the integer grid or the learned decimal places
         err = np.abs(y - x)
         assert np.all(err <= tol), (spec.name, float(np.max(err - tol)))
         assert np.all((y >= spec.low) & (y <= spec.high)), spec.name

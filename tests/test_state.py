@@ -9,10 +9,22 @@ from flax import nnx
 
 from tabdiff_jax.gan.losses import clip_weights
 from tabdiff_jax.gan.train import GANConfig, critic_optimizer
-from tabdiff_jax.state import TrainState, apply_gradients, ema_update, init_train_state, split_params
+from tabdiff_jax.state import (
+    TrainState,
+    apply_gradients,
+    ema_update,
+    init_train_state,
+    split_params,
+)
 from tabdiff_jax.training import arrays_to_tree, tree_to_arrays
 from tabdiff_jax.transforms import clip_params
-from tabdiff_jax.vae.core import SIGMA_RANGE, Decoder, Encoder, init_tvae_state, tvae_optimizer
+from tabdiff_jax.vae.core import (
+    SIGMA_RANGE,
+    Decoder,
+    Encoder,
+    init_tvae_state,
+    tvae_optimizer,
+)
 
 
 def assert_trees_close(a, b, rtol=1e-6, atol=0.0):
@@ -87,7 +99,8 @@ def test_ema_update_matches_the_hand_written_formula_under_jit():
     for step, decay in [(0, 0.999), (5, 0.999), (10_000, 0.9)]:
         got = jax.jit(ema_update, static_argnums=3)(ema, params, jnp.asarray(step), decay)
         d = min(decay, (1.0 + step) / (10.0 + step))
-        assert_trees_close(got, jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params), rtol=1e-5, atol=1e-6)
+        want = jax.tree.map(lambda e, p, d=d: d * e + (1.0 - d) * p, ema, params)
+        assert_trees_close(got, want, rtol=1e-5, atol=1e-6)
     out = ema_update({"w": jnp.zeros(3)}, {"w": jnp.ones(3)}, jnp.asarray(0), 0.999)  # warm-up: d = 1/10
     np.testing.assert_allclose(out["w"], 0.9, rtol=1e-6)
 

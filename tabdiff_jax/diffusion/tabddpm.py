@@ -45,7 +45,7 @@ from tabdiff_jax.diffusion.multinomial import BlockSpec
 from tabdiff_jax.diffusion.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import constrain_rows
-from tabdiff_jax.state import (  # noqa: F401  (TrainState, init_train_state, ema_update: re-exported)
+from tabdiff_jax.state import (  # TrainState, init_train_state and ema_update are re-exported
     TrainState,
     apply_gradients,
     ema_update,

@@ -23,7 +23,8 @@ _LAZY = {
     "ConditionSampler": "conditional", "build_condition_sampler": "conditional",
     "clip_weights": "losses", "critic_loss": "losses", "generator_loss": "losses", "gradient_penalty": "losses",
     "Critic": "nets", "Generator": "nets", "activate": "nets", "gumbel_softmax": "nets",
-    "GANConfig": "train", "GANState": "train", "init_gan": "train", "make_epoch_fn": "train",
+    "GANConfig": "train", "GANState": "train", "critic_optimizer": "train", "init_gan": "train",
+    "make_epoch_fn": "train",
     "make_sample_fn": "train",
 }
 __all__ = sorted(_LAZY)

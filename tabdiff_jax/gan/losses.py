@@ -67,7 +67,8 @@ def gradient_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: jax.Arra
 
 
 def clip_weights(params, clip_value: float):
-    """Every parameter clipped elementwise to ``[-clip_value, clip_value]`` (WGAN)."""
+    """Every parameter clipped elementwise to ``[-clip_value, clip_value]`` (WGAN's initial critic; in
+    training the clip is an optax transform of the critic's optimiser: ``gan.train.critic_optimizer``)."""
     return jax.tree.map(lambda p: jnp.clip(p, -clip_value, clip_value), params)
 
 

@@ -270,6 +270,20 @@ class Synthesizer:
                                                 max_candidates=max_candidates)
         return self._raw_frame(*raw)[self.columns]
 
+    def sample_batches(self, n: int, **kwargs):
+        """The rows of ``sample(n, ...)`` as DataFrames of ``rows_per_batch`` rows, in row order (``start=``,
+        ``stop=``: a row range); memory bounded by the batch (:func:`tabdiff_jax.generate.sample_batches`)."""
+        from tabdiff_jax import generate
+
+        return generate.sample_batches(self, n, **kwargs)
+
+    def sample_to(self, path, n: int, **kwargs) -> dict:
+        """Stream ``n`` rows to a ``.csv`` / ``.parquet`` file or a folder of parquet parts with a manifest,
+        resumable and row-addressable (:func:`tabdiff_jax.generate.sample_to`)."""
+        from tabdiff_jax import generate
+
+        return generate.sample_to(self, path, n, **kwargs)
+
     def _sample_raw(self, start: int, n: int, key: jax.Array, *, condition: Optional[dict] = None,
                     **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start .. start + n - 1`` as raw arrays ``(numeric [n, N], codes [n, K])`` (see

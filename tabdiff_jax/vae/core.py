@@ -71,7 +71,9 @@ def tvae_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransforma
     """``tx`` then the clamp of the decoder's ``sigma`` to ``SIGMA_RANGE`` (an ``optax.masked``
     :func:`~tabdiff_jax.transforms.clip_params`); :func:`init_tvae_state` and :func:`make_tvae_epoch`
     apply it to the ``tx`` they are given."""
-    mask = lambda params: jax.tree_util.tree_map_with_path(_is_sigma, params)  # noqa: E731
+    def mask(params):
+        return jax.tree_util.tree_map_with_path(_is_sigma, params)
+
     return optax.chain(tx, optax.masked(clip_params(*SIGMA_RANGE), mask))
 
 
