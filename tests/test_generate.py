@@ -245,6 +245,8 @@ def test_cli_parts_by_k_processes_equal_one_process_and_refuse_in_one_line(capsy
     base = ["sample", smote_run, "-n", N, "--seed", 9, "--rows-per-part", PART, "--no-progress"]
     code, out, _ = _cli(capsys, *base, "-o", f"{tmp_path / 'one'}/")
     assert code == 0 and "wrote 6 parts" in out and "complete" in out
+    # the run loaded by the CLI and the same fit in memory are one identity: Python resumes the CLI's folder
+    assert _fitted("smote").sample_to(tmp_path / "one", N, seed=9, rows_per_part=PART)["parts_written"] == []
     for i in range(4):
         code, out, err = _cli(capsys, *base, "-o", f"{tmp_path / 'four'}/", "--part", i, "--of", 4)
         assert code == 0, err
@@ -276,3 +278,11 @@ def test_two_processes_at_once_fill_one_folder(smote_run, tmp_path):
     assert _bytes(tmp_path / "two") == _bytes(tmp_path / "one")
     manifest = json.loads((tmp_path / "two" / generate.MANIFEST).read_text())
     assert manifest["complete"] and len(manifest["parts"]) == 12 and manifest["source"] == str(smote_run)
+
+
+def test_progress_shows_rows_per_second_and_time_left(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TABDIFF_PROGRESS_SECONDS", "0")  # a plain line at every batch (stderr is no terminal)
+    _fitted("smote").sample_to(tmp_path / "d/", N, seed=0, rows_per_part=PART, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sample:")]
+    assert len(lines) >= 6 and f"sample: {N}/{N} (100%)" in lines[-1]
+    assert all("rows/s=" in line and "eta=" in line for line in lines)

@@ -1,8 +1,9 @@
 """Property: random small tables with odd dtypes, missing values and odd names either fit and sample
 (same columns, same dtypes) or raise a :class:`~tabdiff_jax.errors.TabdiffError`; nothing else escapes.
 
-The preprocessor (shared by every model but SMOTE) and SMOTE see every example; TabDDPM and a GAN
-(each fit compiles its own programs) see fewer, with a handful of steps.
+The preprocessor (shared by every model but SMOTE) and SMOTE see every example (25); TabDDPM and a
+GAN, whose every fit compiles its own programs (seconds each), see 3 examples by default and 15
+with ``-m slow``, with a handful of training steps.
 """
 
 import warnings
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from tabdiff_jax.errors import TabdiffError
 from tabdiff_jax.preprocess import Preprocessor
 
-KINDS = ("int", "float", "bool", "text", "category", "datetime", "Int64", "iso", "mixed", "whole")
+KINDS = ("int", "float", "bool", "text", "category", "datetime", "Int64", "iso", "mixed", "whole", "objects")
 NAMES = st.text(alphabet=st.sampled_from(list("ab Z9_é中- .")), min_size=1, max_size=6)
 
 
@@ -40,6 +41,8 @@ def _column(kind, n, rng, missing):
     elif kind == "iso":
         values = pd.Series((pd.Timestamp("1999-12-31") + pd.to_timedelta(rng.integers(0, 90, n), unit="D"))
                            .strftime("%Y-%m-%d"), dtype=object)
+    elif kind == "objects":  # Python objects of several types in one column
+        values = pd.Series([[1, "a", 2.5, True][v] for v in rng.integers(0, 4, n)], dtype=object)
     else:  # mixed numbers and text
         values = pd.Series([str(v) if v % 3 else f"n{v}" for v in rng.integers(0, 30, n)], dtype=object)
     if missing and kind not in ("int", "bool"):
@@ -87,13 +90,10 @@ def _gan():
     return GAN(epochs=1, batch_size=16, generator_dims=(16,), critic_dims=(16,), noise_dim=4)
 
 
-FAST = settings(max_examples=25, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-COMPILING = settings(max_examples=4, deadline=None, derandomize=True,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
-@FAST
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=CHECKS)
 @given(tables())
 def test_preprocessor_and_smote_raise_only_tabdiff_errors(table):
     df, target = table
@@ -108,9 +108,10 @@ def test_preprocessor_and_smote_raise_only_tabdiff_errors(table):
     _fit_and_sample(_smote, df, target)
 
 
+@pytest.mark.parametrize("examples", [3, pytest.param(15, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("make", [_tabddpm, _gan], ids=["tabddpm", "gan"])
-def test_models_raise_only_tabdiff_errors(make):
-    @COMPILING
+def test_models_raise_only_tabdiff_errors(make, examples):
+    @settings(max_examples=examples, deadline=None, derandomize=True, suppress_health_check=CHECKS)
     @given(tables())
     def check(table):
         _fit_and_sample(make, *table)

@@ -149,3 +149,29 @@ def test_rows_do_not_depend_on_the_device_count(fitted, four_devices, name):
     one = fitted[1][name].sample(N, seed=1, chunk_size=7)
     four = pd.read_json(io.StringIO(four_devices[name]), orient="split", dtype=dict(one.dtypes))
     assert_same_rows(four, one)
+
+
+def test_sample_rows_and_rejection_sample_address_rows_by_index():
+    import jax
+
+    from tabdiff_jax.sampling import rejection_sample, row_keys, sample_rows
+
+    key = jax.random.key(0)
+
+    def make(size, mesh):  # a uniform per row from its own key, and the per-row input passed through
+        return jax.jit(lambda start, idx: (jax.vmap(jax.random.uniform)(row_keys(key, start, size)), idx))
+
+    stream = sample_rows(make, 2000, chunk_size=64, per_row=np.arange(2000))
+    np.testing.assert_array_equal(stream[1], np.arange(2000))  # per-row inputs cut into chunks, padding trimmed
+    part = sample_rows(make, 20, start=13, chunk_size=7, per_row=np.arange(13, 33))
+    np.testing.assert_array_equal(part[0], stream[0][13:33])  # a row range: the same rows
+
+    def draw(start, count):
+        return sample_rows(make, count, start=start, chunk_size=16, per_row=np.arange(start, start + count))
+
+    rare = lambda rows: rows[0] < 0.05  # noqa: E731  (about 5%: 40 rows take several blocks of candidates)
+    rows = rejection_sample(draw, 40, rare, describe="u<0.05")
+    np.testing.assert_array_equal(rows[1], np.flatnonzero(stream[0] < 0.05)[:40])  # the first 40 accepted, in order
+    np.testing.assert_array_equal(rejection_sample(draw, 9, rare, describe="u<0.05")[1], rows[1][:9])
+    with pytest.raises(ConfigError, match=r"u<0.05: the model generates it in \d.*% of rows"):
+        rejection_sample(draw, 40, rare, describe="u<0.05", max_candidates=300)

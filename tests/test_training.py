@@ -41,7 +41,7 @@ def _step(state, key):
 def test_training_reduces_loss_and_logs():
     state, history = run_training(_step, _init(), num_steps=60, key=jax.random.key(0), progress=False, log_every=20)
     assert [s for s, _ in history] == [20, 40, 60]
-    assert history[-1][1]["loss"] < 0.1 * history[0][1]["loss"]
+    assert history[-1][1]["loss"] < 0.1 * history[0][1]["loss"]  # ratio 0.009-0.021 over keys 0-4 (AVX-512, AVX2)
     assert int(state.step) == 60
 
 

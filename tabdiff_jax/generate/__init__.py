@@ -12,9 +12,9 @@ A dataset folder (``sample_to(DIR, ...)``, ``tabdiff-jax sample RUN -n N -o DIR/
     DIR/part-00000.parquet ...  rows_per_part rows each (the last fewer), one row group, written under
                                 a hidden temporary name and renamed when complete
     DIR/_manifest.json          what the rows are (run fingerprint, model, seed, n, rows per part,
-                                condition, chunk size), the library version and the complete parts
-                                (row range, bytes, sha256); the underscore keeps pd.read_parquet(DIR)
-                                and other dataset readers off it
+                                condition, chunk size, sampler options), the library version and
+                                the complete parts (row range, bytes, sha256); the underscore keeps
+                                pd.read_parquet(DIR) and other dataset readers off it
 
 Re-running the same command skips the parts whose files are complete and checksums match; other
 settings are refused. Several processes may fill one folder (``--part I --of K``): each writes its

@@ -20,7 +20,7 @@ from tabdiff_jax.generate.stream import (DEFAULT_ROWS_PER_PART, _frame, _positiv
 FORMAT = "tabdiff_jax.dataset/1"
 MANIFEST = "_manifest.json"
 LOCK = ".manifest.lock"
-IDENTITY = ("format", "run", "model", "seed", "n", "rows_per_part", "condition", "chunk_size")
+IDENTITY = ("format", "run", "model", "seed", "n", "rows_per_part", "condition", "chunk_size", "options")
 
 
 def _sha256(path: Path) -> str:
@@ -129,7 +129,7 @@ def _merge(folder: Path, layout: dict, written: dict) -> dict:
 
 def write_dataset(model, folder, n: int, *, seed: int = 0, rows_per_part: Optional[int] = None, start: int = 0,
                   stop: Optional[int] = None, condition: Optional[dict] = None, progress: bool = False,
-                  source: Optional[str] = None, **kwargs) -> dict:
+                  source: Optional[str] = None, max_candidates: Optional[int] = None, **kwargs) -> dict:
     """Rows ``start .. stop - 1`` (whole parts) of a dataset of ``n`` rows into ``folder``: the missing
     parts are written, complete ones kept, and the manifest merged. Returns a summary."""
     from tabdiff_jax import __version__
@@ -147,7 +147,8 @@ def write_dataset(model, folder, n: int, *, seed: int = 0, rows_per_part: Option
     _stream(model, n, seed, condition, kwargs)
     identity = _plain({"format": FORMAT, "run": model_fingerprint(model), "model": model.model_name, "seed": int(seed),
                        "n": int(n), "rows_per_part": size, "condition": condition or None,
-                       "chunk_size": kwargs.get("chunk_size")})
+                       "chunk_size": kwargs.get("chunk_size"),
+                       "options": {k: v for k, v in kwargs.items() if k != "chunk_size"} or None})
     layout = {**identity, "num_parts": -(-n // size), "columns": list(model.columns), "library": __version__,
               "source": source}
     if folder.exists() and not folder.is_dir():
@@ -170,7 +171,8 @@ def write_dataset(model, folder, n: int, *, seed: int = 0, rows_per_part: Option
     try:
         for run_lo, run_hi in _runs(todo):
             for first, raw in raw_batches(model, n, seed=seed, size=size, start=run_lo * size,
-                                          stop=min(run_hi * size, n), condition=condition, **kwargs):
+                                          stop=min(run_hi * size, n), condition=condition,
+                                          max_candidates=max_candidates, **kwargs):
                 written[first // size] = _write_part(_frame(model, first, raw), schema, folder, layout, first // size)
                 bar.update(len(raw[0]))
     finally:

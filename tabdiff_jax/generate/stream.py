@@ -85,6 +85,7 @@ def raw_batches(model, n: int, *, seed: int = 0, size: int, start: int = 0, stop
             yield a, _cut(draw(lo, count), a - lo, b - lo)
         return
     cap = max(100 * stop, MIN_REJECTION_CANDIDATES) if max_candidates is None else int(max_candidates)
+    block = min(size, max(n, 1024))  # candidates per call: a batch at most, not a handful for a small n
     found = tried = 0  # accepted candidates so far (their global row numbers), candidates drawn
     row, buf = start, None  # first row not yet yielded; accepted rows from ``row`` on
     while row < stop:
@@ -93,8 +94,8 @@ def raw_batches(model, n: int, *, seed: int = 0, size: int, start: int = 0, stop
             raise ConfigError(f"condition {what}: the model generates it in {found / max(tried, 1):.3%} of rows "
                               f"({found} of {tried} candidates), too rare for rows up to {stop}; pass "
                               "max_candidates= or use a conditional model (TabDDPM, CGAN, CTGAN)")
-        rows = draw(tried, count)
-        tried += count
+        rows = draw(tried, block)
+        tried += block
         take = np.flatnonzero(np.asarray(accept(rows), bool))
         have = row + (0 if buf is None else len(buf[0]))  # the next accepted row to keep
         keep = take[max(0, have - found): max(0, stop - found)]

@@ -178,7 +178,7 @@ def numeric_series(raw: np.ndarray, spec: ColumnSpec) -> pd.Series:
     if spec.integer:
         x = np.rint(x)
     elif spec.decimals is not None:  # the decimal places of the fitted data (whole numbers: 0)
-        x = np.round(x, spec.decimals)
+        x = np.clip(np.round(x, spec.decimals), spec.low, spec.high)  # public bounds may have more decimals
     dtype = restore_dtype(spec.dtype)
     if isinstance(dtype, np.dtype) and dtype.kind in "iu" and not missing.any():
         return pd.Series(x.astype(dtype), copy=False)

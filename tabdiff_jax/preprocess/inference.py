@@ -120,9 +120,9 @@ def learn_decimals(x: np.ndarray) -> Optional[int]:
     x = np.asarray(x, np.float64)
     if len(x) == 0 or np.abs(x).max() >= 2.0**52 / 10**MAX_DECIMALS:
         return None
+    tolerance = 4 * np.finfo(np.float64).eps * np.abs(x)  # a few ulps: 0.1 + 0.2 has one decimal
     for d in range(MAX_DECIMALS + 1):
-        scaled = x * 10.0**d
-        if np.allclose(scaled, np.rint(scaled), rtol=1e-12, atol=1e-6):
+        if np.all(np.abs(np.round(x, d) - x) <= tolerance):
             return d
     return None
 
