@@ -237,7 +237,7 @@ class Synthesizer:
         Args:
           condition: ``{column: value}`` of categorical columns every row must have. Imposed by the
             model where it is conditional on that column (TabDDPM's target, CGAN's condition column,
-            CTGAN's categories), else met by rejection: candidate rows in row order, the matching ones
+            CTGAN's categories, SMOTE's class), else met by rejection: candidate rows in row order, the matching ones
             kept, at most ``max_candidates`` tried (default ``max(100 n, 100,000)``).
 
         Raises:
