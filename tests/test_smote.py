@@ -59,7 +59,7 @@ def test_interpolates_between_neighbours_within_a_class():
     out = SMOTE(k_neighbors=5).fit(df, target="y", progress=False).sample(400, seed=0)
     p, q = out[out["y"] == "p"], out[out["y"] == "q"]
     assert p["v"].between(0, 10).all() and q["v"].between(100, 110).all()
-    assert len(np.unique(p["v"])) > 150  # continuous interpolation, not copies
+    assert len(p) > 40 and len(np.unique(p["v"])) > 0.9 * len(p)  # continuous interpolation, not copies
     assert ((p["v"] < 5) == (p["c"] == "a")).all() and ((q["v"] < 105) == (q["c"] == "c")).all()
     pq = out[out["y"] != "r"]
     assert (np.abs(pq["n"] - pq["v"]) <= 0.5 + 1e-6).all()  # rounded from the same lambda

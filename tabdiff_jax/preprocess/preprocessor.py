@@ -212,7 +212,7 @@ class Preprocessor:
         ``"bounds"`` / ``"categories"`` unless given as public; ``"missing"`` (the presence of a
         missing block / category) and ``"median"`` (imputation) when the data had missing values;
         the transform's statistics (``"quantiles"``, ``"mean"``, ``"std"``, ``"modes"``; none for
-        ``"minmax"``, which only uses the bounds); ``"unit"`` for datetimes.
+        ``"minmax"``, which only uses the bounds); ``"unit"`` for datetimes; ``"decimals"`` (none with public bounds).
         """
         self._require_fitted()
         out = {}
@@ -222,7 +222,7 @@ class Preprocessor:
                 facts.append("categories" if s.kind == CATEGORICAL else "bounds")
             if s.kind != CATEGORICAL:
                 facts += _TRANSFORM_FACTS[self.numeric]
-                facts += ["unit"] if s.kind == DATETIME else []
+                facts += ["unit"] if s.kind == DATETIME else (["decimals"] if s.decimals is not None else [])
             facts += (["missing"] + (["median"] if s.kind != CATEGORICAL else [])) if s.has_missing else []
             out[s.name] = facts
         return out

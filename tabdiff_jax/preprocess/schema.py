@@ -271,7 +271,7 @@ def fit_column(
         raise DataError(f"column {name!r} spans {hi - lo:.3g}, more than float32 holds: rescale it")
     return ColumnSpec(**common, kind=NUMERIC, low=lo, high=hi, integer=integer,
                       domain_source=PUBLIC if public_bounds is not None else DATA,
-                      decimals=None if integer else inference.learn_decimals(x))
+                      decimals=None if integer or public_bounds is not None else inference.learn_decimals(x))
 
 
 def _bounds_pair(name: str, bounds) -> tuple:
