@@ -81,8 +81,6 @@ class TabDDPM(Synthesizer):
     preprocessor_options = {"numeric": "quantile"}
 
     def __init__(self, **config):
-        if "d_layers" in config and "hidden_dims" not in config:  # the option's old name, in older run folders
-            config["hidden_dims"] = config.pop("d_layers")
         if "hidden_dims" in config and config["hidden_dims"] is not None:
             config["hidden_dims"] = [int(w) for w in config["hidden_dims"]]
         self.settings = resolve_config(TABDDPM_DEFAULTS, config, "TabDDPM")
