@@ -118,9 +118,9 @@ def speed(batches=(1024, 4096), timesteps=(100, 1000), sample_rows=8192, repeats
 
     from tabdiff_jax.diffusion import samplers
     from tabdiff_jax.diffusion import tabddpm as dm
-    from tabdiff_jax.diffusion.denoiser import split_params
     from tabdiff_jax.models.tabddpm import TABDDPM_DEFAULTS
     from tabdiff_jax.preprocess import Preprocessor
+    from tabdiff_jax.state import init_train_state, split_params
     from tabdiff_jax.table import split_target
 
     train, _ = load_split("adult")
@@ -137,7 +137,7 @@ def speed(batches=(1024, 4096), timesteps=(100, 1000), sample_rows=8192, repeats
             for batch in batches:
                 opt = dm.make_annealed_adamw(num_steps=10_000)
                 step = dm.make_train_step(graphdef, opt, config, batch_size=batch)
-                state = dm.init_train_state(params, opt)
+                state = init_train_state(params, opt)
                 state, _ = step(state, data, jax.random.key(0))
                 jax.block_until_ready(state)
                 t0 = time.perf_counter()

@@ -181,16 +181,6 @@ def load_adult():
 
 
 # ------------------------------------------------------------------------------------ the two sides
-def _keyword(accepts, *names: str) -> str:
-    """The first of ``names`` that ``accepts`` takes: a function's parameter or an options dict's key
-    (the library's spelling of an option, across a rename such as ``d_layers`` -> ``hidden_dims``)."""
-    if callable(accepts):
-        import inspect
-
-        accepts = inspect.signature(accepts).parameters
-    return next((name for name in names if name in accepts), names[-1])
-
-
 class Pair:
     """Our model and the PyTorch reference with the same weights, on the same data.
 
@@ -205,14 +195,14 @@ class Pair:
         from flax import nnx
 
         from tabdiff_jax.diffusion import tabddpm as D
-        from tabdiff_jax.diffusion.denoiser import split_params
+        from tabdiff_jax.state import split_params
 
         x_num, x_cat, y, sizes, probs, _ = data
         self.T, self.probs = num_timesteps, probs
         self.cfg = D.DiffusionConfig(num_numeric=x_num.shape[1], categorical_sizes=sizes, num_classes=len(probs),
                                      num_timesteps=num_timesteps)
-        net = {_keyword(D.make_denoiser, "hidden_dims", "d_layers"): tuple(d_layers)}
-        self.graphdef, self.params = split_params(D.make_denoiser(self.cfg, **net, rngs=nnx.Rngs(seed)))
+        self.graphdef, self.params = split_params(D.make_denoiser(self.cfg, hidden_dims=tuple(d_layers),
+                                                                  rngs=nnx.Rngs(seed)))
         self.data = D.TableBatch(jax.device_put(x_num), jax.device_put(x_cat), jax.device_put(y))
         # The reference's parameters, buffers and data on torch_device; every timer is read after sync().
         dev = self.torch_device = torch.device(torch_device)
@@ -228,10 +218,11 @@ class Pair:
         import jax
 
         from tabdiff_jax.diffusion import tabddpm as D
+        from tabdiff_jax.state import init_train_state
 
         opt = D.make_annealed_adamw(lr=2e-3, weight_decay=1e-4)
         step = D.make_train_step(self.graphdef, opt, self.cfg, batch_size=batch_size)  # jitted, state donated
-        box = {"state": D.init_train_state(jax.tree.map(lambda a: a.copy(), self.params), opt), "calls": 0}
+        box = {"state": init_train_state(jax.tree.map(lambda a: a.copy(), self.params), opt), "calls": 0}
 
         def run(k):
             keys = jax.block_until_ready(jax.random.split(jax.random.key(box["calls"]), k))
@@ -384,27 +375,22 @@ def bench_million(args) -> dict:
     """``TabDDPM.fit`` (``--million-fit-steps`` steps) then ``sample(n)`` to a DataFrame: wall time, peak RSS."""
     from tabdiff_jax import datasets
     from tabdiff_jax.diffusion.samplers import default_chunk_size
-    from tabdiff_jax.models.tabddpm import TABDDPM_DEFAULTS, TabDDPM
+    from tabdiff_jax.models.tabddpm import TabDDPM
 
     monitor = RssMonitor()
     rss0, load0 = rss_mib(), load_now()
     train, _ = datasets.load("adult")
     n, T = args.million_rows, args.million_timesteps
     chunk = args.chunk_size or default_chunk_size()  # the model's default unless given
-    # the chunk as the model's option where it has one (spelt as this version spells it), else to sample()
-    chunk_option = next((k for k in ("sample_chunk_size", "chunk_size", "sample_batch_size") if k in TABDDPM_DEFAULTS),
-                        None)
-    options = {_keyword(TABDDPM_DEFAULTS, "hidden_dims", "d_layers"): list(SMALL_NET)}
-    options.update({chunk_option: chunk} if chunk_option else {})
-    sample_kw = {} if chunk_option else {"chunk_size": chunk}
+    options = {"hidden_dims": list(SMALL_NET), "sample_chunk_size": chunk}
     model = TabDDPM(steps=args.million_fit_steps, batch_size=1024, num_timesteps=T, **options)
     model.fit(train, target="income", seed=0, progress=False)
     with monitor.track("million"):
         t0 = time.perf_counter()
-        model.sample(chunk, seed=1, **sample_kw)  # one chunk: compile + run
+        model.sample(chunk, seed=1)  # one chunk: compile + run
         first_chunk_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        df = model.sample(n, seed=0, **sample_kw)
+        df = model.sample(n, seed=0)
         total_s = time.perf_counter() - t0
     monitor.close()
     peak = max(monitor.peaks["million"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

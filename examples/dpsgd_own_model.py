@@ -18,7 +18,12 @@ from flax import nnx
 from tabdiff_jax import datasets
 from tabdiff_jax.layers import Linear
 from tabdiff_jax.preprocess import Preprocessor
-from tabdiff_jax.privacy import BudgetTracker, make_private_step, plan_privacy, poisson_sample
+from tabdiff_jax.privacy import (
+    BudgetTracker,
+    make_private_step,
+    plan_privacy,
+    poisson_sample,
+)
 from tabdiff_jax.state import split_params
 from tabdiff_jax.table import split_target, to_dense
 

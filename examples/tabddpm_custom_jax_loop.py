@@ -18,8 +18,8 @@ from flax import nnx
 from tabdiff_jax import datasets
 from tabdiff_jax.diffusion import samplers
 from tabdiff_jax.diffusion import tabddpm as diffusion
-from tabdiff_jax.diffusion.denoiser import split_params
 from tabdiff_jax.preprocess import Preprocessor
+from tabdiff_jax.state import split_params
 from tabdiff_jax.table import split_target
 
 

@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 
 from tabdiff_jax import cli_support as cs
 from tabdiff_jax import validate
-from tabdiff_jax.generate import cli as generate_cli
 from tabdiff_jax.errors import ConfigError, TabdiffError
+from tabdiff_jax.generate import cli as generate_cli
 
 EXIT_USAGE = 2
 
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     fit.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu); default: JAX's choice")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument("--distributed", action="store_true",
+                     help="one of several processes (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID): "
+                          "data parallel over all their devices; process 0 writes --out")
     fit.add_argument("--max-categories", type=_int_flag("--max-categories"), default=None, metavar="N",
                      help="most distinct values a categorical column may have (default 1000)")
     fit.add_argument("--column-kind", type=cs.column_kind, action="append", metavar="COL=KIND",
@@ -142,6 +145,11 @@ def cmd_fit(args) -> int:
 
     runs.check_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)  # before any work
     _select_device(args.device)
+    primary = True
+    if args.distributed:  # before anything else uses JAX
+        from tabdiff_jax.distributed import initialize_from_env
+
+        primary = initialize_from_env()[0] == 0
     from tabdiff_jax.datasets import resolve_table
     from tabdiff_jax.models.base import get_model_class
 
@@ -170,7 +178,9 @@ def cmd_fit(args) -> int:
         print(f"tabdiff-jax fit: note: {args.out} has no checkpoint yet; training starts from step 0", file=sys.stderr)
     t0 = time.perf_counter()
     model.fit(df, target=target, task=args.task, seed=args.seed, run_dir=args.out, resume=args.resume,
-              overwrite=args.overwrite, progress=not args.no_progress, **fit_kwargs)
+              overwrite=args.overwrite, progress=primary and not args.no_progress, **fit_kwargs)
+    if not primary:
+        return 0
     line = f"fitted {args.model} on {len(df)} rows in {time.perf_counter() - t0:.1f} s -> {args.out}"
     if "epsilon_spent" in model.fit_info:
         line += f" (epsilon spent {model.fit_info['epsilon_spent']:.3f} of {model.fit_info.get('epsilon')})"

@@ -27,7 +27,7 @@ CHECKPOINTS = "checkpoints"
 RUN_FILES = ("model.json", "run.json", "state.npz", "preprocessor.json", "preprocessor.npz", RESUME_FILE, CHECKPOINTS)
 FORMAT = "tabdiff_jax.resume/1"
 # Options that change neither the result nor the meaning of a checkpoint: free to differ on resume.
-_FREE_OPTIONS = {"checkpoint_every", "checkpoint_seconds", "log_every", "sample_batch_size"}
+_FREE_OPTIONS = {"checkpoint_every", "checkpoint_seconds", "log_every", "sample_chunk_size"}
 # Fit arguments that say how long to train: a resumed run may extend (or shorten) the run.
 _FREE_FIT = {"steps", "epochs", "max_seconds", "stop_after_steps"}
 

@@ -9,8 +9,10 @@ Sampling: a chunk of rows is generated with its output sharded by rows. JAX's ra
 partitionable (``jax_threefry_partitionable``, on by default), so the same key gives the same rows
 whatever the number of devices.
 
-Multi-host: call ``jax.distributed.initialize()`` first on every host (see the README); ``jax.devices()``
-then lists all devices of all hosts and :func:`data_mesh` spans them.
+Multi-process (several processes or hosts): call :func:`tabdiff_jax.distributed.initialize_from_env`
+first in every process; ``jax.devices()`` then lists the devices of all processes, :func:`data_mesh`
+spans them, and :func:`to_global` makes the host data of each process (the whole table, the same in
+every process) one replicated global array.
 """
 
 from __future__ import annotations
@@ -76,3 +78,11 @@ def replicate(tree: Any, mesh: Optional[Mesh]) -> Any:
         return tree
     return jax.device_put(tree, replicated(mesh))
 
+
+
+def to_global(tree: Any, mesh: Optional[Mesh]) -> Any:
+    """Multi-process only: every leaf of ``tree`` (the same value in every process) as a global array
+    replicated over ``mesh``; unchanged in a single process (where jit places host arrays itself)."""
+    if mesh is None or jax.process_count() == 1:
+        return tree
+    return replicate(tree, mesh)

@@ -10,10 +10,10 @@ from tabdiff_jax.diffusion import tabddpm as dm
 from tabdiff_jax.diffusion.denoiser import (
     TabDDPMDenoiser,
     apply_denoiser,
-    split_params,
     timestep_embedding,
 )
 from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.state import ema_update, init_train_state, split_params
 from tabdiff_jax.table import TableLayout
 
 CFG = dm.DiffusionConfig(num_numeric=2, categorical_sizes=(3, 4), num_classes=2, num_timesteps=20)
@@ -134,9 +134,9 @@ def test_train_step_decreases_loss_and_donates_state():
     t_eval = jnp.arange(256) % CFG.num_timesteps
     evaluate = jax.jit(lambda q: jnp.mean(dm.per_example_losses(q, g, data.x_num, data.x_cat, data.y, t_eval,
                                                                 jax.random.key(99), CFG)))
-    state = dm.init_train_state(p, opt, ema_decay=0.99)
-    s1, m1 = step(dm.init_train_state(p, opt, ema_decay=0.99), data, jax.random.key(5))
-    s2, m2 = step(dm.init_train_state(p, opt, ema_decay=0.99), data, jax.random.key(5))
+    state = init_train_state(p, opt, ema_decay=0.99)
+    s1, m1 = step(init_train_state(p, opt, ema_decay=0.99), data, jax.random.key(5))
+    s2, m2 = step(init_train_state(p, opt, ema_decay=0.99), data, jax.random.key(5))
     assert float(m1["loss"]) == float(m2["loss"])  # same key, same step
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
         np.testing.assert_array_equal(a, b)
@@ -153,9 +153,9 @@ def test_train_step_decreases_loss_and_donates_state():
 
 def test_ema_update_closed_form():
     ema, params = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
-    out = dm.ema_update(ema, params, jnp.asarray(10_000), 0.9)
+    out = ema_update(ema, params, jnp.asarray(10_000), 0.9)
     np.testing.assert_allclose(out["w"], 0.1, rtol=1e-6)
-    out0 = dm.ema_update(ema, params, jnp.asarray(0), 0.999)  # warm-up: decay 1/10 at step 0
+    out0 = ema_update(ema, params, jnp.asarray(0), 0.999)  # warm-up: decay 1/10 at step 0
     np.testing.assert_allclose(out0["w"], 0.9, rtol=1e-6)
 
 

@@ -2,10 +2,9 @@
 
 import jax
 import jax.numpy as jnp
+import multinomial_reference as log_space
 import numpy as np
 import pytest
-
-import multinomial_reference as log_space
 
 from tabdiff_jax import blocks
 from tabdiff_jax.diffusion import multinomial as mn

@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from tabdiff_jax.diffusion import samplers
-from tabdiff_jax.diffusion.denoiser import split_params
 from tabdiff_jax.diffusion.tabddpm import DiffusionConfig, TableBatch
 from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.state import split_params
 from tabdiff_jax.table import TableLayout
 
 T = 50

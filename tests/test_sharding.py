@@ -95,7 +95,7 @@ TABDDPM_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
     from tabdiff_jax.diffusion import samplers, tabddpm as dm
-    from tabdiff_jax.diffusion.denoiser import split_params
+    from tabdiff_jax.state import init_train_state, split_params
     from tabdiff_jax.sharding import auto_mesh
     mesh = auto_mesh()
     config = dm.DiffusionConfig(num_numeric=3, categorical_sizes=(4, 2), num_classes=2, num_timesteps=20)
@@ -108,7 +108,7 @@ TABDDPM_SCRIPT = textwrap.dedent(
 
     def train(mesh):
         step = dm.make_train_step(graphdef, opt, config, batch_size=32, mesh=mesh)
-        state = dm.init_train_state(jax.tree.map(jnp.copy, params), opt, None)
+        state = init_train_state(jax.tree.map(jnp.copy, params), opt, None)
         for i in range(5):
             state, m = step(state, data, jax.random.fold_in(jax.random.key(1), i))
         return state.params

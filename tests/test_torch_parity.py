@@ -21,12 +21,12 @@ torch = pytest.importorskip("torch")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import multinomial_reference as log_space  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from tabdiff_jax.diffusion import denoiser as nets  # noqa: E402
 from tabdiff_jax.diffusion import gaussian  # noqa: E402
-import multinomial_reference as log_space  # noqa: E402
 from tabdiff_jax.diffusion import tabddpm as D  # noqa: E402
 
 # "benchmarks" is also the name of a package that opacus installs: import the reference by its own name.

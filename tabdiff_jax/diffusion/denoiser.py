@@ -20,7 +20,6 @@ from flax import nnx
 
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.layers import Embed, Linear
-from tabdiff_jax.state import split_params  # noqa: F401  (re-exported: the package's one parameter form)
 
 DEFAULT_HIDDEN_DIMS = (256, 256)
 DEFAULT_DIM_T = 128

@@ -34,7 +34,12 @@ from flax import nnx
 from tabdiff_jax.diffusion import gaussian, multinomial
 from tabdiff_jax.diffusion.tabddpm import DiffusionConfig, TableBatch, denoiser_input
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.sampling import check_chunk_size, default_chunk_size, row_keys, sample_rows  # noqa: F401
+from tabdiff_jax.sampling import (  # noqa: F401
+    check_chunk_size,
+    default_chunk_size,
+    row_keys,
+    sample_rows,
+)
 from tabdiff_jax.sharding import constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
 

@@ -36,8 +36,8 @@ from tabdiff_jax import validate
 from tabdiff_jax.blocks import onehot
 from tabdiff_jax.diffusion import gaussian, multinomial
 from tabdiff_jax.diffusion.denoiser import (
-    DEFAULT_HIDDEN_DIMS,
     DEFAULT_DIM_T,
+    DEFAULT_HIDDEN_DIMS,
     TabDDPMDenoiser,
     apply_denoiser,
 )
@@ -45,12 +45,7 @@ from tabdiff_jax.diffusion.multinomial import BlockSpec
 from tabdiff_jax.diffusion.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import constrain_rows
-from tabdiff_jax.state import (  # TrainState, init_train_state and ema_update are re-exported
-    TrainState,
-    apply_gradients,
-    ema_update,
-    init_train_state,
-)
+from tabdiff_jax.state import TrainState, apply_gradients
 from tabdiff_jax.table import TableLayout
 
 

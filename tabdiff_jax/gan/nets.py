@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.blocks import block_softmax, hard_onehot
+from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.layers import Embed, LayerNorm, Linear, linear_stack
 from tabdiff_jax.table import TableLayout
 

@@ -37,7 +37,12 @@ from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.nets import NUMERIC_ACTIVATIONS, Critic, Generator, activate, apply
 from tabdiff_jax.sharding import check_divisible, constrain_rows
-from tabdiff_jax.state import TrainState, apply_gradients, init_train_state, split_params
+from tabdiff_jax.state import (
+    TrainState,
+    apply_gradients,
+    init_train_state,
+    split_params,
+)
 from tabdiff_jax.table import TableLayout
 from tabdiff_jax.transforms import clip_params
 

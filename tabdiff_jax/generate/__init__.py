@@ -21,9 +21,22 @@ settings are refused. Several processes may fill one folder (``--part I --of K``
 parts, and the manifest is merged under a file lock, recomputed from the part files on disk.
 """
 
-from tabdiff_jax.generate.dataset import MANIFEST, model_fingerprint, part_name, sample_to, write_dataset
-from tabdiff_jax.generate.stream import (DEFAULT_ROWS_PER_PART, arrow_schema, check_range, part_range, raw_batches,
-                                         sample_batches, write_file)
+from tabdiff_jax.generate.dataset import (
+                                         MANIFEST,
+                                         model_fingerprint,
+                                         part_name,
+                                         sample_to,
+                                         write_dataset,
+)
+from tabdiff_jax.generate.stream import (
+                                         DEFAULT_ROWS_PER_PART,
+                                         arrow_schema,
+                                         check_range,
+                                         part_range,
+                                         raw_batches,
+                                         sample_batches,
+                                         write_file,
+)
 
 __all__ = ["DEFAULT_ROWS_PER_PART", "MANIFEST", "arrow_schema", "check_range", "model_fingerprint", "part_name",
            "part_range", "raw_batches", "sample_batches", "sample_to", "write_dataset", "write_file"]

@@ -81,7 +81,11 @@ def check(args) -> None:
 def run(model, args, kwargs: dict) -> str:
     """Write what ``args`` ask for; the line to print."""
     from tabdiff_jax.generate.dataset import is_folder_output, write_dataset
-    from tabdiff_jax.generate.stream import DEFAULT_ROWS_PER_PART, part_range, write_file
+    from tabdiff_jax.generate.stream import (
+        DEFAULT_ROWS_PER_PART,
+        part_range,
+        write_file,
+    )
 
     kwargs = dict(kwargs)
     condition = kwargs.pop("condition", None)

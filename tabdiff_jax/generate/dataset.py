@@ -14,8 +14,17 @@ from typing import Any, Optional
 import numpy as np
 
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.generate.stream import (DEFAULT_ROWS_PER_PART, _frame, _positive, _Progress, _stream, _table,
-                                         arrow_schema, raw_batches, write_file)
+from tabdiff_jax.generate.stream import (
+    DEFAULT_ROWS_PER_PART,
+    _frame,
+    _positive,
+    _Progress,
+    _stream,
+    _table,
+    arrow_schema,
+    raw_batches,
+    write_file,
+)
 
 FORMAT = "tabdiff_jax.dataset/1"
 MANIFEST = "_manifest.json"

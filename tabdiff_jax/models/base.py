@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from tabdiff_jax.distributed import barrier, is_primary
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.io import write_json, write_npz
 from tabdiff_jax.runs import read_run_json, read_run_npz
@@ -192,12 +193,14 @@ class Synthesizer:
         if self.task == "classification":
             inference.single_class(target, df[target])
         t_pre = time.perf_counter() - t0
-        if run is not None:
-            run.start()  # writes resume.json (after removing the old run's files if overwrite)
+        if run is not None:  # several processes (tabdiff_jax.distributed): process 0 writes the run folder
+            if is_primary():
+                run.start()  # writes resume.json (after removing the old run's files if overwrite)
+            barrier("tabdiff_jax: run folder started")
         try:
             self._fit(df, encoded, key, run_dir=run_dir, resume=resume, progress=progress, **fit_kwargs)
         except BaseException:  # Ctrl-C too: a run with no checkpoint leaves nothing to resume
-            if run is not None:
+            if run is not None and is_primary():
                 run.abandon()  # nothing half-written unless a checkpoint can be resumed
             raise
         self.fitted = True
@@ -217,7 +220,7 @@ class Synthesizer:
         }
         if self.preprocessor is not None:
             self.fit_info.setdefault("schema", self.preprocessor.layout.to_json())
-        if run_dir is not None:
+        if run_dir is not None and is_primary():
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             self.save(run_dir)
             write_json(self.fit_info, Path(run_dir) / "run.json")

@@ -10,7 +10,7 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
 
     steps, batch_size, lr, weight_decay, num_timesteps, schedule, hidden_dims, dim_t, dropout,
     ema_decay (None: no EMA), sample_with_ema, grad_clip, checkpoint_every, log_every,
-    num_sample_steps (None: all T ancestral steps), sample_batch_size (rows per compiled sampling
+    num_sample_steps (None: all T ancestral steps), sample_chunk_size (rows per compiled sampling
     call; None: 2,048 on a CPU, 65,536 on an accelerator; the rows do not depend on it), matmul_dtype (None or
     "bfloat16": mixed-precision matmuls for accelerators), preprocessor (dict of Preprocessor options)
 """
@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
+from tabdiff_jax import validate
 from tabdiff_jax.diffusion import samplers
 from tabdiff_jax.diffusion import tabddpm as dm
-from tabdiff_jax.diffusion.denoiser import split_params
-from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh
+from tabdiff_jax.sharding import auto_mesh, to_global
+from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout, split_target
 from tabdiff_jax.training import (
     arrays_to_tree,
@@ -52,7 +52,7 @@ from tabdiff_jax.training import (
 TABDDPM_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, num_timesteps=100, schedule="cosine",
     hidden_dims=(256, 256), dim_t=128, dropout=0.0, ema_decay=None, sample_with_ema=True, grad_clip=None,
-    checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, num_sample_steps=None, sample_batch_size=None, matmul_dtype=None,
+    checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, num_sample_steps=None, sample_chunk_size=None, matmul_dtype=None,
     preprocessor=None,
 )
 
@@ -86,8 +86,8 @@ class TabDDPM(Synthesizer):
         self.settings = resolve_config(TABDDPM_DEFAULTS, config, "TabDDPM")
         s = self.settings
         for name in ("steps", "batch_size", "num_timesteps", "dim_t", "checkpoint_every", "log_every",
-                     "sample_batch_size"):
-            if name != "sample_batch_size" or s[name] is not None:
+                     "sample_chunk_size"):
+            if name != "sample_chunk_size" or s[name] is not None:
                 validate.positive_int(name, s[name], 0 if name == "steps" else 1)
         if s["num_sample_steps"] is not None:
             validate.positive_int("num_sample_steps", s["num_sample_steps"])
@@ -146,7 +146,8 @@ class TabDDPM(Synthesizer):
         optimizer, step = _train_step(graphdef, config, batch, ema_decay, float(s["lr"]), float(s["weight_decay"]),
                                       max(num_steps, 1), None if s["grad_clip"] is None else float(s["grad_clip"]),
                                       mesh)
-        state = dm.init_train_state(params, optimizer, ema_decay)
+        state = init_train_state(params, optimizer, ema_decay)
+        data, state = to_global((data, state), mesh)  # several processes: global replicated arrays
         t0 = time.perf_counter()
         stop_fn = None
         if max_seconds is not None or stop_after_steps is not None:
@@ -206,7 +207,7 @@ class TabDDPM(Synthesizer):
             codes = np.full(n, condition[self.target][1], np.int32)
         else:
             codes = None if y is None else self._target_codes(y, n)
-        chunk = s["sample_batch_size"] if chunk_size is None else chunk_size
+        chunk = s["sample_chunk_size"] if chunk_size is None else chunk_size
         steps = s["num_sample_steps"] if num_sample_steps is None else num_sample_steps
         return samplers.sample(self._params, self._graphdef, self._config, key, n, y=codes,
                                class_probs=self._class_probs, chunk_size=chunk, num_sample_steps=steps,

@@ -28,19 +28,18 @@ rows whatever the chunk size or device count.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tabdiff_jax import validate
 from tabdiff_jax.diffusion.tablediffusion import (
     TableDiffusionNet,
     decode_categories,
     make_loss,
     make_sampler,
 )
-from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.privacy import (
