@@ -10,9 +10,11 @@ through gloo). The result equals a one-process fit with the same seed and batch 
 
 Files: only process 0 (:func:`is_primary`) writes the run folder (``resume.json``, ``model.json``,
 ``state.npz``, ``run.json``); the orbax checkpoints under ``run_dir/checkpoints`` are written
-collectively (every process takes part; one copy of the replicated state is written), so on several
-hosts ``run_dir`` must be on a file system they all see. Sampling needs no coordination: each process
-runs ``tabdiff-jax sample RUN -n N -o DIR/ --part I --of K`` on its own and writes its own parts.
+collectively (every process takes part; orbax writes each replicated array once, splitting the
+work), so on several hosts ``run_dir`` must be on a file system they all see. Sampling needs no
+coordination: each process runs ``tabdiff-jax sample RUN -n N -o DIR/ --part I --of K`` on its
+own and writes its own parts. ``model.sample`` inside the multi-process program itself is not
+supported (its rows would span the processes' devices): sample from the saved run folder.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ independent processes write their own ``--part I --of 2`` parts of one dataset f
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow  # about two minutes on 2 CPU cores: 5 fits, 3 samplings, each in a new interpreter
 
 TIMEOUT = 300
 
@@ -144,6 +144,7 @@ def fits(tmp_path_factory):
     return root, out
 
 
+@pytest.mark.slow  # the module takes about two minutes on 2 CPU cores (new interpreters)
 def test_two_processes_train_one_global_data_parallel_state(fits):
     _, runs = fits
     (_, two), (_, one) = runs["2x1"], runs["1x2"]
@@ -156,6 +157,7 @@ def test_two_processes_train_one_global_data_parallel_state(fits):
 
 
 @pytest.mark.parametrize("model", ["tabddpm", "tablediffusion"])
+@pytest.mark.slow
 def test_two_process_fit_equals_one_process_fit(fits, model):
     _, runs = fits
     two = _params(runs["2x1"][0] / model)
@@ -169,7 +171,8 @@ def test_two_process_fit_equals_one_process_fit(fits, model):
     assert infos[0] == infos[1] == infos[2] and infos[0]["noise_multiplier"] > 0
 
 
-def test_only_process_zero_writes_the_run_folder_and_checkpoints_are_one_copy(fits):
+@pytest.mark.slow
+def test_only_process_zero_writes_the_run_folder_and_checkpoints_restore(fits):
     _, runs = fits
     run, (first, second) = runs["2x1"]
     assert second["writes"] == [], second["writes"]
@@ -179,8 +182,32 @@ def test_only_process_zero_writes_the_run_folder_and_checkpoints_are_one_copy(fi
         ckpt = run / model / "checkpoints"
         assert {int(p.name) for p in ckpt.iterdir() if p.name.isdigit()} == steps
         assert json.loads((run / model / "run.json").read_text())["steps"] == max(steps)
+        # the last checkpoint, written by both processes together, holds the saved parameters
+        saved = _checkpoint_params(ckpt / str(max(steps)) / "state")
+        final = {("params",) + _tokens(k): v for k, v in _params(run / model).items()}
+        assert sorted(saved) == sorted(final)
+        assert max(float(np.max(np.abs(saved[k] - final[k]))) for k in final) == 0.0
 
 
+def _tokens(name: str) -> tuple:
+    return tuple(t.strip("'") for t in re.findall(r"\[([^\]]+)\]", name))
+
+
+def _checkpoint_params(path) -> dict:
+    import jax
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.PyTreeCheckpointer()
+    meta = checkpointer.metadata(path)
+    tree = getattr(getattr(meta, "item_metadata", meta), "tree", getattr(meta, "item_metadata", meta))
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(path, restore_args=as_numpy)
+    paths = ((_tokens(jax.tree_util.keystr(p)), v) for p, v in jax.tree_util.tree_flatten_with_path(state)[0])
+    # the train state's parameters (TableDiffusion's state is (train state, truncated count))
+    return {t[t.index("params"):]: np.asarray(v) for t, v in paths if "params" in t and "opt_state" not in t}
+
+
+@pytest.mark.slow
 def test_each_process_samples_its_own_parts(fits, tmp_path):
     _, runs = fits
     run = runs["2x1"][0] / "tabddpm"
@@ -209,3 +236,22 @@ def test_each_process_samples_its_own_parts(fits, tmp_path):
     np.testing.assert_allclose(got["a"].to_numpy(float), expected["a"].to_numpy(float), rtol=1e-5, atol=1e-5)
     for col in ("b", "c"):
         assert got[col].astype(str).tolist() == expected[col].astype(str).tolist()
+
+
+def test_initialize_from_env_names_what_is_missing_or_wrong(monkeypatch, tmp_path, capsys):
+    from tabdiff_jax import cli
+    from tabdiff_jax.distributed import initialize_from_env
+    from tabdiff_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES, JAX_PROCESS_ID"):
+        initialize_from_env({"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"})
+    with pytest.raises(ConfigError, match="must lie in 0 .. JAX_NUM_PROCESSES - 1 = 1"):
+        initialize_from_env({"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
+    with pytest.raises(ConfigError, match="must be integers"):
+        initialize_from_env({"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    # the CLI: one line naming the variables, exit 2, nothing written
+    assert cli.main(["fit", "adult", "--model", "tabddpm", "--out", str(tmp_path / "run"), "--distributed"]) == 2
+    assert "set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
