@@ -13,8 +13,9 @@ Files: only process 0 (:func:`is_primary`) writes the run folder (``resume.json`
 collectively (every process takes part; orbax writes each replicated array once, splitting the
 work), so on several hosts ``run_dir`` must be on a file system they all see. Sampling needs no
 coordination: each process runs ``tabdiff-jax sample RUN -n N -o DIR/ --part I --of K`` on its
-own and writes its own parts. ``model.sample`` inside the multi-process program itself is not
-supported (its rows would span the processes' devices): sample from the saved run folder.
+own and writes its own parts. Inside the multi-process program, a fitted model keeps a
+process-local copy of its parameters and ``model.sample`` runs on the process's own devices
+(every process gets the same rows; give each its own ``sample_to(..., start=, stop=)`` range).
 """
 
 from __future__ import annotations

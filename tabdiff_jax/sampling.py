@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.sharding import auto_mesh, round_up
+from tabdiff_jax.sharding import local_mesh, round_up
 
 MIN_REJECTION_CANDIDATES = 100_000  # the least a rejection sampler may try, whatever n
 
@@ -91,7 +91,7 @@ def sample_rows(make_chunk: Callable, n: int, *, start: int = 0, chunk_size: Opt
     if start < 0 or start + n > 2**32:
         raise ConfigError(f"rows {start}..{start + n} are outside 0..2**32 (row keys are 32-bit)")
     chunk_size = check_chunk_size(chunk_size) or default_chunk_size()
-    mesh = auto_mesh() if isinstance(mesh, str) else mesh
+    mesh = local_mesh() if isinstance(mesh, str) else mesh
     size = round_up(min(chunk_size, n), mesh)
     num_chunks = -(-n // size)
     chunk = make_chunk(size, mesh)

@@ -42,6 +42,12 @@ def auto_mesh() -> Optional[Mesh]:
     return data_mesh() if jax.device_count() > 1 else None
 
 
+def local_mesh() -> Optional[Mesh]:
+    """The data mesh over this process's devices when it has more than one, else ``None``: sampling runs
+    per process (several processes split the rows by ranges, :mod:`tabdiff_jax.generate`)."""
+    return data_mesh(jax.local_devices()) if jax.local_device_count() > 1 else None
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

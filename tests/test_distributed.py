@@ -71,6 +71,7 @@ WORKER = textwrap.dedent(
                                      num_timesteps=2, checkpoint_every=2)
     model.fit(pd.read_csv(table), target="c", seed=3, run_dir=f"{out}/tablediffusion", progress=False)
     info = {k: model.fit_info[k] for k in ("steps", "batch_capacity", "noise_multiplier", "epsilon_spent")}
+    info["sample"] = model.sample(20, seed=1).to_csv(index=False)  # in the same program, after the fit
     print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),
                       "local_devices": jax.local_device_count(), "trained": trained, "info": info, "writes": writes}))
     """
@@ -169,6 +170,8 @@ def test_two_process_fit_equals_one_process_fit(fits, model):
     # the privacy record is the one-process one: the same sampling, noise multiplier and budget spent
     infos = [runs[name][1][0]["info"] for name in ("2x1", "1x2", "1x1")]
     assert infos[0] == infos[1] == infos[2] and infos[0]["noise_multiplier"] > 0
+    # and each process samples the same rows after a distributed fit, in the same program
+    assert runs["2x1"][1][1]["info"] == infos[0] and infos[0]["sample"].count("\n") == 21
 
 
 @pytest.mark.slow

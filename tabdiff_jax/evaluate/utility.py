@@ -31,6 +31,7 @@ from tabdiff_jax.evaluate.detection import feature_matrix, thread_limit
 CLASSIFICATION, REGRESSION = "classification", "regression"
 MODELS = ("auto", "catboost", "sklearn")
 SMALL_MAX_ITER = 100  # scikit-learn rounds when there are too few rows to early-stop on
+SMALL_TABLE = 10_000  # scikit-learn fits on fewer rows run on one thread
 
 
 def catboost_available() -> bool:
@@ -92,7 +93,9 @@ def _fit_predict(model_name: str, task: str, train: pd.DataFrame, y_train: np.nd
     model = cls(max_iter=iterations if stop else min(iterations, SMALL_MAX_ITER), learning_rate=0.1,
                 early_stopping=stop, random_state=seed, categorical_features=is_cat if is_cat.any() else None)
     out = []
-    with thread_limit(threads):
+    # One thread below SMALL_TABLE rows: OpenMP threads gain nothing there and, on a busy machine,
+    # spin (1,000 rows: 1.4 s on one thread, 18.5 s on two with other jobs running).
+    with thread_limit(1 if len(train) < SMALL_TABLE else threads):
         model.fit(mats[0], y_train)
         for m in mats[1:]:
             if task == CLASSIFICATION:

@@ -203,6 +203,8 @@ class Synthesizer:
             if run is not None and is_primary():
                 run.abandon()  # nothing half-written unless a checkpoint can be resumed
             raise
+        if jax.process_count() > 1:  # parameters that span every process -> this process's own copy, so
+            self._set_state(*self._get_state())  # that it samples on its local devices like any loaded model
         self.fitted = True
         inferred = getattr(self.preprocessor, "inferred", None) or inference.describe(  # models without one: SMOTE
             getattr(self, "_specs", ()), inference.task_note(df[target], self.task) if target and not task else None, df)
