@@ -14,7 +14,8 @@ import jax
 import optax
 
 from tabdiff_jax import datasets
-from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
+from tabdiff_jax.gan.sampling import make_sample_fn
+from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn
 from tabdiff_jax.preprocess import Preprocessor
 from tabdiff_jax.sampling import row_keys
 from tabdiff_jax.table import from_dense, to_dense

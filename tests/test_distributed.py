@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-
 TIMEOUT = 300
 
 WORKER = textwrap.dedent(

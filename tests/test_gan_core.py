@@ -11,7 +11,8 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.gan import conditional as C
 from tabdiff_jax.gan import losses
 from tabdiff_jax.gan.nets import Critic, Generator, activate, gumbel_softmax
-from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
+from tabdiff_jax.gan.sampling import make_sample_fn
+from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn
 from tabdiff_jax.sampling import row_keys
 from tabdiff_jax.table import EncodedTable, TableLayout, split_onehot, to_dense
 

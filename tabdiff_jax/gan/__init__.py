@@ -1,10 +1,11 @@
-"""The pure-functional core of the GAN family .
+"""The pure-functional core of the GAN family.
 
 * :mod:`~tabdiff_jax.gan.nets`: generator / critic MLPs, Gumbel-softmax output activation;
 * :mod:`~tabdiff_jax.gan.losses`: non-saturating and Wasserstein losses, gradient penalty, weight
   clipping, CTGAN's conditional cross-entropy;
 * :mod:`~tabdiff_jax.gan.conditional`: conditional vectors and training-by-sampling;
-* :mod:`~tabdiff_jax.gan.train`: compiled critic / generator updates and epochs, sampling;
+* :mod:`~tabdiff_jax.gan.train`: compiled critic / generator updates and epochs;
+* :mod:`~tabdiff_jax.gan.sampling`: row-keyed sampling from a trained generator;
 * :mod:`~tabdiff_jax.gan.private`: DP-GAN's critic update on the privacy module's DP-SGD step.
 
 The softmax arithmetic over all one-hot blocks at once is shared with TVAE and the diffusion
@@ -25,7 +26,7 @@ _LAZY = {
     "Critic": "nets", "Generator": "nets", "activate": "nets", "gumbel_softmax": "nets",
     "GANConfig": "train", "GANState": "train", "critic_optimizer": "train", "init_gan": "train",
     "make_epoch_fn": "train",
-    "make_sample_fn": "train",
+    "make_sample_fn": "sampling",
 }
 __all__ = sorted(_LAZY)
 

@@ -41,7 +41,8 @@ from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan.nets import numeric_activation_for
-from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn, make_sample_fn
+from tabdiff_jax.gan.sampling import make_sample_fn
+from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
 from tabdiff_jax.sharding import auto_mesh, replicate
