@@ -105,7 +105,12 @@ def _fit_and_sample_from_cli(capsys, tmp_path, data, model, n=64):
     return pd.read_parquet(out)
 
 
-@pytest.mark.parametrize("model", sorted(CLI_MODEL_ARGS))
+# Four families by default (every model is fitted and sampled in tests/test_sampling_contract.py); all with -m slow.
+DEFAULT_CLI_MODELS = {"tabddpm", "tablediffusion", "ctgan", "smote"}
+
+
+@pytest.mark.parametrize("model", [m if m in DEFAULT_CLI_MODELS else pytest.param(m, marks=pytest.mark.slow)
+                                   for m in sorted(CLI_MODEL_ARGS)])
 def test_every_model_fits_and_samples_adult_columns_from_the_cli(capsys, tmp_path, model):
     """A 600-row sample of the bundled Adult table (all 15 columns): columns, order and dtypes come back."""
     from tabdiff_jax import datasets

@@ -205,12 +205,14 @@ def _check_estimator(name: str, tmp_path) -> tuple[dict, dict]:
     return one, four
 
 
+@pytest.mark.slow  # sampling's device-count invariance: test_sampling_contract.py, every model
 def test_tablediffusion_private_training_and_sampling_are_device_count_invariant(tmp_path):
     one, _ = _check_estimator("tablediffusion", tmp_path)
     # capacity from the plan (a multiple of 8 splits over 4 devices); q and sigma as on one device
     assert one["info"]["batch_capacity"] % 4 == 0 and one["info"]["noise_multiplier"] > 0
 
 
+@pytest.mark.slow  # sampling's device-count invariance: test_sampling_contract.py, every model
 def test_wgangp_training_and_sampling_are_device_count_invariant(tmp_path):
     _check_estimator("wgan-gp", tmp_path)
 

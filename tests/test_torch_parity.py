@@ -28,6 +28,7 @@ from flax import nnx  # noqa: E402
 from tabdiff_jax.diffusion import denoiser as nets  # noqa: E402
 from tabdiff_jax.diffusion import gaussian  # noqa: E402
 from tabdiff_jax.diffusion import tabddpm as D  # noqa: E402
+from tabdiff_jax.state import split_params  # noqa: E402
 
 # "benchmarks" is also the name of a package that opacus installs: import the reference by its own name.
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # torch_reference, speed
@@ -42,7 +43,7 @@ def _case(sizes, num_numeric, n, hidden_dims, T, seed=0, num_classes=2):
     """Weights, a batch and the forward-process draws, all from ``seed``."""
     cfg = D.DiffusionConfig(num_numeric=num_numeric, categorical_sizes=sizes, num_classes=num_classes,
                             num_timesteps=T)
-    graphdef, params = nets.split_params(D.make_denoiser(cfg, hidden_dims=hidden_dims, rngs=nnx.Rngs(seed)))
+    graphdef, params = split_params(D.make_denoiser(cfg, hidden_dims=hidden_dims, rngs=nnx.Rngs(seed)))
     rng = np.random.default_rng(seed)
     x_num = rng.standard_normal((n, num_numeric)).astype(np.float32)
     x_cat = np.stack([rng.integers(0, k, n) for k in sizes], 1).astype(np.int32)
