@@ -28,8 +28,15 @@ RUN_FILES = ("model.json", "run.json", "state.npz", "preprocessor.json", "prepro
 FORMAT = "tabdiff_jax.resume/1"
 # Options that change neither the result nor the meaning of a checkpoint: free to differ on resume.
 _FREE_OPTIONS = {"checkpoint_every", "checkpoint_seconds", "log_every", "sample_chunk_size"}
-# Fit arguments that say how long to train: a resumed run may extend (or shorten) the run.
-_FREE_FIT = {"steps", "epochs", "max_seconds", "stop_after_steps"}
+# How long to train (as an option or a fit argument): a resumed run may extend or shorten a non-private
+# run; a private run's noise was calibrated for its planned length, so that length is fixed.
+_LENGTH = {"steps", "epochs"}
+_FREE_FIT = {"max_seconds", "stop_after_steps"}
+PRIVATE_MODELS = ("tablediffusion", "dpgan")
+
+
+def _private(record: dict) -> bool:
+    return record.get("model") in PRIVATE_MODELS and (record.get("config") or {}).get("epsilon", 1.0) is not None
 
 
 def checkpoint_steps(run_dir: str | Path) -> list[int]:
@@ -87,7 +94,8 @@ def differences(saved: dict, new: dict) -> list[str]:
         out.append(f"table rows {old_t.get('rows')} -> {new_t.get('rows')}")
     elif not out and old_t.get("hash") != new_t.get("hash"):
         out.append("table contents (same shape, different values)")
-    for section, free in (("config", _FREE_OPTIONS), ("fit", _FREE_FIT)):
+    length = set() if _private(saved) else _LENGTH
+    for section, free in (("config", _FREE_OPTIONS | length), ("fit", _FREE_FIT | length)):
         old_s, new_s = saved.get(section) or {}, new.get(section) or {}
         for key in sorted(set(old_s) | set(new_s)):
             if key not in free and old_s.get(key) != new_s.get(key):

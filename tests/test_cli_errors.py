@@ -352,3 +352,19 @@ def test_evaluate_prints_its_notes_after_the_table(capsys, tmp_path):
     notes = [line for line in out.splitlines() if line.startswith("note: ")]
     assert any("utility skipped" in n for n in notes) and any("holdout" in n for n in notes)
     assert out.index("note: ") > table_end
+
+
+def test_resume_may_change_the_length_of_a_non_private_run_only():
+    import pandas as pd
+
+    from tabdiff_jax.runs import differences, fit_record
+
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "x"]})
+    for model, config, fixed in (("gan", {}, False), ("tabddpm", {"steps": 10}, False),
+                                 ("tablediffusion", {}, True), ("dpgan", {"epsilon": 5.0}, True),
+                                 ("tablediffusion", {"epsilon": None}, False)):
+        saved = fit_record(model, {**config, "epochs": 4}, df, {"steps": None})
+        longer = fit_record(model, {**config, "epochs": 6}, df, {"steps": 20})
+        diffs = differences(saved, longer)
+        # a private run's noise multiplier was calibrated for its planned length: no extension
+        assert (diffs == ["epochs 4 -> 6", "steps null -> 20"]) if fixed else not diffs, (model, config, diffs)
