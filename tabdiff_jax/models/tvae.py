@@ -35,15 +35,8 @@ from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
 from tabdiff_jax.sharding import auto_mesh, replicate
 from tabdiff_jax.state import split_params
 from tabdiff_jax.table import TableLayout, from_dense, to_dense
-from tabdiff_jax.training import (
-    EpochTimer,
-    arrays_to_tree,
-    epochs_from,
-    make_named_optimizer,
-    resolve_config,
-    run_training,
-    tree_to_arrays,
-)
+from tabdiff_jax.training import (EpochTimer, arrays_to_tree, epochs_from, make_named_optimizer, resolve_config,
+                                  run_training, tree_to_arrays)
 from tabdiff_jax.vae.core import (
     Decoder,
     Encoder,
