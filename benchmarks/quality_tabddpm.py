@@ -41,10 +41,11 @@ DATASETS = {
     "california": ("california_housing.csv", None, "median_house_value", "regression"),
     "insurance": ("insurance.csv", None, "charges", "regression"),
     "abalone": ("abalone.csv", None, "rings", "regression"),
+    "king": ("king.csv", None, "price", "regression"),
 }
 # Paper figures (real / TabDDPM), from ../shared/data/README.md.
 PAPER = {"adult": (0.815, 0.795), "california": (0.857, 0.836), "insurance": (0.814, 0.809),
-         "abalone": (0.556, 0.550)}
+         "abalone": (0.556, 0.550), "king": (0.907, 0.833)}
 
 
 def load_split(name: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

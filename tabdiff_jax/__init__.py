@@ -2,7 +2,8 @@
 
 Estimators (fit a DataFrame, sample a DataFrame): :class:`TabDDPM`, :class:`TableDiffusion`,
 :class:`GAN`, :class:`CGAN`, :class:`WGAN`, :class:`WGANGP`, :class:`CTGAN`, :class:`DPGAN`,
-:class:`TVAE`, :class:`SMOTE`; :func:`load` reads any saved model back. The shared
+:class:`TVAE`, :class:`SMOTE`, and the marginal mechanisms :class:`MST`, :class:`AIM`;
+:func:`load` reads any saved model back. The shared
 :class:`Preprocessor`, :func:`evaluate` for utility / fidelity / privacy, and :mod:`datasets`.
 The pure-functional cores live in the subpackages: ``diffusion`` (schedules, Gaussian and multinomial
 diffusion, TabDDPM's and TableDiffusion's losses, denoisers and samplers), ``gan``, ``vae``, ``privacy``
@@ -26,6 +27,7 @@ _LAZY = {
     "load": "tabdiff_jax.models.base",
     "Synthesizer": "tabdiff_jax.models.base",
     "TabDDPM": "tabdiff_jax.models.tabddpm",
+    "TabDiff": "tabdiff_jax.models.tabdiff",
     "TableDiffusion": "tabdiff_jax.models.tablediffusion",
     "SMOTE": "tabdiff_jax.models.smote",
     "TVAE": "tabdiff_jax.models.tvae",
@@ -35,6 +37,8 @@ _LAZY = {
     "WGANGP": "tabdiff_jax.models.gan",
     "CTGAN": "tabdiff_jax.models.gan",
     "DPGAN": "tabdiff_jax.models.gan",
+    "MST": "tabdiff_jax.models.marginal",
+    "AIM": "tabdiff_jax.models.marginal",
     "DataError": "tabdiff_jax.errors",
     "ConfigError": "tabdiff_jax.errors",
     "TabdiffError": "tabdiff_jax.errors",

@@ -1,4 +1,4 @@
-"""The ``tabdiff-jax`` command line: demo, fit, sample, evaluate.
+"""The ``tabdiff-jax`` command line: demo, fit, sample, impute, evaluate.
 
 Errors caused by the input (a missing column, a bad flag value, an unreadable file) print one line
 naming the culprit and exit with status 2; ``--debug`` (before or after the command) shows the
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--sensitive", default=None, metavar="COL",
+                      help="also report the fairness of the utility models over COL's groups (e.g. sex)")
 
     fit = sub.add_parser("fit", help="fit a model on a table and save it to a run folder", epilog=cs.models_epilog(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--delta", type=_float_flag("--delta"), default=None, help="privacy delta (default 1e-5)")
     fit.add_argument("--numeric", choices=["quantile", "minmax", "standard", "mode_specific"], default=None,
                      help="numeric transform of the preprocessor")
+    fit.add_argument("--derive", choices=["auto", "none"], default=None,
+                     help="columns a categorical column determines in every row (education -> education-num): "
+                          "auto = rebuilt from it on decode, not modelled (TabDiff's default); none = modelled")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     fit.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu); default: JAX's choice")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -108,9 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--chunk-size", "--batch-size", type=_int_flag("--chunk-size"), default=None, dest="chunk_size",
                         help="rows per compiled sampling call (memory; the rows do not depend on it)")
     sample.add_argument("--condition", action="append", default=[], metavar="COL=VALUE",
-                        help="fix a categorical column (the target for TabDDPM) to a value; repeatable")
+                        help="fix a column to a value in every row (categorical; numeric too with TabDDPM and "
+                             "TabDiff, e.g. age=40); repeatable")
     sample.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu)")
     generate_cli.add_flags(sample)  # --rows, --part/--of, --rows-per-part, --no-progress
+
+    imp = sub.add_parser("impute", help="fill the missing cells of a table with draws from a fitted run (TabDDPM, "
+                                        "TabDiff)")
+    imp.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `tabdiff-jax fit`")
+    imp.add_argument("-i", "--input", required=True, help="the .csv / .parquet table with missing cells to fill")
+    imp.add_argument("-o", "--output", required=True, help="output .csv or .parquet (written atomically)")
+    imp.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same fills)")
+    imp.add_argument("--chunk-size", type=_int_flag("--chunk-size"), default=None, dest="chunk_size",
+                     help="rows per compiled sampling call (memory; the fills do not depend on it)")
+    imp.add_argument("--device", default=None, help="JAX platform to run on (cpu, gpu, tpu)")
 
     ev = sub.add_parser("evaluate", help="utility, fidelity and privacy of a synthetic table")
     ev.add_argument("--real", required=True, help="the training table")
@@ -118,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test", default=None, help="held-out real table for machine-learning efficiency")
     ev.add_argument("--holdout", default=None, help="real rows not used for training (privacy baseline)")
     ev.add_argument("--target", default=None, help="target column")
+    ev.add_argument("--sensitive", default=None, metavar="COL",
+                    help="sensitive column: demographic-parity and equalised-odds differences of the utility models")
     ev.add_argument("--json", default=None, help="write the report as JSON here")
     ev.add_argument("--plots", default=None, metavar="DIR", help="write plots into this folder")
-    for command in (demo, fit, sample, ev):  # --debug before or after the command
+    for command in (demo, fit, sample, imp, ev):  # --debug before or after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
     return parser
@@ -163,6 +181,8 @@ def cmd_fit(args) -> int:
         config["preprocessor"] = {"numeric": args.numeric}
     if args.max_categories is not None:
         config.setdefault("preprocessor", {})["max_categories"] = args.max_categories
+    if args.derive is not None:
+        config.setdefault("preprocessor", {})["derive"] = None if args.derive == "none" else "auto"
     if args.epsilon is None and args.delta is not None:
         raise ConfigError("--delta needs --epsilon")
     fit_kwargs = {k: v for k, v in (("steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
@@ -217,11 +237,28 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_impute(args) -> int:
+    cs.check_table_output(args.output, "-o")  # before loading or sampling anything
+    _select_device(args.device)
+    from tabdiff_jax.io import load_table, write_table
+    from tabdiff_jax.runs import load_run
+
+    model = load_run(args.run_dir)
+    df = load_table(args.input)
+    t0 = time.perf_counter()
+    kwargs = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
+    out = model.impute(df, seed=args.seed, **kwargs)
+    write_table(out, args.output)
+    cells = int(df.isna().to_numpy().sum())
+    print(f"filled {cells} missing cells in {len(df)} rows in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from tabdiff_jax.evaluate import evaluate_files
 
     report = evaluate_files(args.real, args.synthetic, test_path=args.test, holdout_path=args.holdout,
-                            target=args.target, json_out=args.json, plots_dir=args.plots)
+                            target=args.target, json_out=args.json, plots_dir=args.plots, sensitive=args.sensitive)
     print(report.summary_table())
     for note in report.to_dict().get("notes", []):  # what was skipped, what the holdout was
         print(f"note: {note}")
@@ -231,11 +268,12 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from tabdiff_jax.demo import run_demo
 
-    run_demo(out=args.out, steps=args.steps, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    run_demo(out=args.out, steps=args.steps, seed=args.seed, quick=args.quick, progress=not args.no_progress,
+             sensitive=args.sensitive)
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "sample": cmd_sample, "evaluate": cmd_evaluate, "demo": cmd_demo}
+COMMANDS = {"fit": cmd_fit, "sample": cmd_sample, "impute": cmd_impute, "evaluate": cmd_evaluate, "demo": cmd_demo}
 
 
 def _interrupted(exc: KeyboardInterrupt, argv: Optional[Sequence[str]]) -> str:

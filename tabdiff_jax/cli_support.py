@@ -17,7 +17,8 @@ from tabdiff_jax.errors import ConfigError
 
 # One line each for `tabdiff-jax fit --help` (kept here so that help imports no model).
 MODEL_HELP = {
-    "tabddpm": "Gaussian + multinomial diffusion (TabDDPM); trains --steps; conditions on the target",
+    "tabddpm": "Gaussian + multinomial diffusion (TabDDPM); trains --steps; conditions on the target; --epsilon: DP-SGD",
+    "tabdiff": "continuous-time Gaussian + masked diffusion, learned schedules (TabDiff); trains --steps; --epsilon: DP-SGD",
     "tablediffusion": "diffusion trained with DP-SGD (TableDiffusion); --epsilon for privacy, --epochs",
     "smote": "interpolates between neighbouring rows of a class; no training",
     "tvae": "variational autoencoder (TVAE); --epochs",
@@ -27,6 +28,8 @@ MODEL_HELP = {
     "wgan-gp": "Wasserstein GAN with gradient penalty; --epochs",
     "ctgan": "conditional GAN with mode-specific normalisation (CTGAN); --epochs",
     "dpgan": "GAN with a DP-SGD critic (DPGAN); --epsilon, --epochs",
+    "mst": "private marginals on a maximum spanning tree (MST, mbi); --epsilon, --delta",
+    "aim": "private adaptive marginals (AIM, mbi); --epsilon, --delta",
 }
 DEVICES = ("cpu", "gpu", "cuda", "rocm", "tpu")
 # Python names that messages use -> the flag that sets them on the command line.

@@ -32,8 +32,9 @@ def round_trip_check(df: pd.DataFrame, numeric: str = "quantile") -> dict:
 
 
 def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed: int = 0,
-             quick: bool = False, progress: bool = True) -> dict:
-    """Run the demo; ``quick`` trains a tiny model on 2,000 rows (a smoke test, not a result)."""
+             quick: bool = False, progress: bool = True, sensitive: Optional[str] = None) -> dict:
+    """Run the demo; ``quick`` trains a tiny model on 2,000 rows (a smoke test, not a result);
+    ``sensitive`` (e.g. ``"sex"``) adds the fairness section to the report."""
     from tabdiff_jax import datasets
     from tabdiff_jax.evaluate import evaluate
     from tabdiff_jax.io import write_json, write_table
@@ -45,6 +46,12 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
     out.mkdir(parents=True, exist_ok=True)
     train, test = datasets.load("adult")
     info = datasets.BUNDLED["adult"]
+    if sensitive is not None:  # refuse a bad column before the fit, not after it
+        from tabdiff_jax.evaluate.columns import prepare
+        from tabdiff_jax.evaluate.fairness import check_sensitive
+
+        columns, tables = prepare(train, {"test": test}, target=info.target)
+        check_sensitive(sensitive, columns, "classification", tables, set())
     options = {}
     if quick:
         train = train.sample(n=2000, random_state=seed).reset_index(drop=True)
@@ -70,7 +77,7 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
     print(f"sampled {len(synthetic)} rows in {t_sample:.1f} s -> {out / 'synthetic.csv'}")
 
     t0 = time.perf_counter()
-    report = evaluate(train, synthetic, test=test, target=info.target, seed=seed)
+    report = evaluate(train, synthetic, test=test, target=info.target, seed=seed, sensitive=sensitive)
     t_eval = time.perf_counter() - t0
     report.plots(out / "plots")
     report.to_json(out / "report.json")

@@ -32,11 +32,13 @@ _FREE_OPTIONS = {"checkpoint_every", "checkpoint_seconds", "log_every", "sample_
 # run; a private run's noise was calibrated for its planned length, so that length is fixed.
 _LENGTH = {"steps", "epochs"}
 _FREE_FIT = {"max_seconds", "stop_after_steps"}
-PRIVATE_MODELS = ("tablediffusion", "dpgan")
+PRIVATE_MODELS = ("tablediffusion", "dpgan")  # private by default (epsilon=None opts out); others opt in
 
 
 def _private(record: dict) -> bool:
-    return record.get("model") in PRIVATE_MODELS and (record.get("config") or {}).get("epsilon", 1.0) is not None
+    """A private run: ``epsilon`` set in its options (or left at the default of a private-by-default model)."""
+    default = 1.0 if record.get("model") in PRIVATE_MODELS else None
+    return (record.get("config") or {}).get("epsilon", default) is not None
 
 
 def checkpoint_steps(run_dir: str | Path) -> list[int]:

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -57,6 +58,22 @@ def row_keys(key: jax.Array, start, size: int) -> jax.Array:
     """Keys ``[size]`` of rows ``start .. start + size - 1``: ``fold_in(key, row)``; usable under jit."""
     rows = jnp.asarray(start, jnp.uint32) + jnp.arange(size, dtype=jnp.uint32)
     return jax.vmap(jax.random.fold_in, (None, 0))(key, rows)
+
+
+def row_uniforms(key: jax.Array, n: int, width: int, *, start: int = 0, chunk_size: Optional[int] = None) -> np.ndarray:
+    """``[n, width]`` float64 uniforms in ``[0, 1)`` of rows ``start .. start + n - 1``, row ``i`` from the
+    32-bit words of ``fold_in(key, i)`` only: for samplers that draw on the host (NumPy) from per-row
+    randomness (one compiled program per chunk size and width; chunks of 65,536 rows by default)."""
+    def make(size, mesh):
+        return functools.partial(_row_words, key, size=size, width=int(width))
+
+    words = sample_rows(make, n, start=start, chunk_size=65536 if chunk_size is None else chunk_size, mesh=None)
+    return words.astype(np.float64) / 2.0**32
+
+
+@functools.partial(jax.jit, static_argnames=("size", "width"))
+def _row_words(key, start, _unused=None, *, size, width):
+    return jax.vmap(lambda k: jax.random.bits(k, (width,), jnp.uint32))(row_keys(key, start, size))
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:

@@ -83,6 +83,9 @@ CLI_MODEL_ARGS = {
     "wgan-gp": ["--epochs", "1", *B],
     "ctgan": ["--epochs", "1", *B],
     "dpgan": ["--epochs", "1", "--epsilon", "5", *B],
+    "tabdiff": ["--steps", "3", *B],
+    "mst": ["--epsilon", "5", "--option", "iters=20"],
+    "aim": ["--epsilon", "5", "--option", "iters=20", "--option", "round_iters=5"],
 }
 
 

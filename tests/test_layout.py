@@ -12,6 +12,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tabdiff_jax"
 FORBIDDEN = {
     "tabdiff_jax.models.tabddpm": ("tabdiff_jax.models.", "tabdiff_jax.gan", "tabdiff_jax.vae",
                                    "tabdiff_jax.privacy", "tabdiff_jax.diffusion.tablediffusion", "tabdiff_jax.evaluate"),
+    "tabdiff_jax.models.tabdiff": ("tabdiff_jax.models.", "tabdiff_jax.gan", "tabdiff_jax.vae", "tabdiff_jax.privacy",
+                                   "tabdiff_jax.diffusion.tablediffusion", "tabdiff_jax.diffusion.samplers",
+                                   "tabdiff_jax.evaluate"),
     "tabdiff_jax.models.tablediffusion": ("tabdiff_jax.models.", "tabdiff_jax.gan", "tabdiff_jax.vae",
                                           "tabdiff_jax.diffusion.tabddpm", "tabdiff_jax.diffusion.samplers",
                                           "tabdiff_jax.evaluate"),

@@ -24,6 +24,7 @@ from tabdiff_jax.errors import ConfigError
 SMALL_GAN = dict(batch_size=50, generator_dims=(16,), critic_dims=(16,), noise_dim=8, epochs=0)
 MODELS = {
     "tabddpm": ("TabDDPM", dict(steps=0, batch_size=64, num_timesteps=8, hidden_dims=(16, 16), dim_t=16)),
+    "tabdiff": ("TabDiff", dict(steps=0, batch_size=64, num_sample_steps=4, hidden_dims=(16, 16), dim_t=16)),
     "tablediffusion": ("TableDiffusion", dict(epsilon=5.0, delta=1e-3, steps=1, batch_size=50, hidden_dims=(16,),
                                               num_timesteps=3, categorical="sample")),
     "gan": ("GAN", SMALL_GAN),
@@ -35,6 +36,9 @@ MODELS = {
     "tvae": ("TVAE", dict(epochs=0, batch_size=50, encoder_dims=(16,), decoder_dims=(16,), latent_dim=4,
                           categorical="sample")),
     "smote": ("SMOTE", {}),
+    # marginal mechanisms: few mirror-descent steps; AIM with rounds = columns runs one round
+    "mst": ("MST", dict(epsilon=5.0, delta=1e-3, bins=8, iters=20)),
+    "aim": ("AIM", dict(epsilon=5.0, delta=1e-3, bins=8, iters=20, round_iters=10, rounds=5)),
 }
 N, M = 30, 12  # rows sampled, and a prefix of them
 

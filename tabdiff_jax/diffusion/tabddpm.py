@@ -193,6 +193,31 @@ def per_example_loss(params, graphdef, x_num, x_cat_codes, y, t, key, config: Di
                               key, config)[0]
 
 
+def make_private_loss(config: DiffusionConfig):
+    """TabDDPM's loss in DP-SGD's form ``loss_fn(model, batch, keys) -> [B]`` (:mod:`tabdiff_jax.privacy.dpsgd`).
+
+    Row ``i`` draws its timestep ``t_i ~ Uniform{0..T-1}`` and its forward noise from ``keys[i]``
+    alone, so its loss depends on that row and key only: what per-example clipping needs, and what
+    makes the book-keeping ("ghost") and ``vmap`` gradients agree. The denoiser then runs once on the
+    whole ``batch`` (a :class:`TableBatch`) without dropout and without the shared time table, both
+    of which would tie rows together.
+    """
+
+    def draw(key, x_num, x_cat):
+        k_t, k_noise = jax.random.split(key)
+        t = jax.random.randint(k_t, (1,), 0, config.num_timesteps)
+        x_num_t, x_cat_t, noise = forward_noise(config, x_num[None], x_cat[None], t, k_noise)
+        return t[0], x_num_t[0], x_cat_t[0], noise[0]
+
+    def loss_fn(model, batch: TableBatch, keys):
+        t, x_num_t, x_cat_t, noise = jax.vmap(draw)(keys, batch.x_num, batch.x_cat)
+        out = model(denoiser_input(config, x_num_t, x_cat_t), t, batch.y)
+        loss_gauss, loss_multi = loss_terms(config, out, noise, batch.x_cat, x_cat_t, t)
+        return loss_gauss + config.weight * loss_multi
+
+    return loss_fn
+
+
 def batch_loss(params, graphdef, batch: TableBatch, key, config: DiffusionConfig):
     """Mean loss of a batch with ``t ~ Uniform{0..T-1}`` per row: ``(loss, metrics)``."""
     k_t, k_loss = jax.random.split(key)

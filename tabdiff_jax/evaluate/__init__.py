@@ -5,9 +5,12 @@
 >>> print(report.summary_table())                                        # doctest: +SKIP
 
 Modules: :mod:`.columns` (column kinds), :mod:`.fidelity` (shape, trend, associations),
-:mod:`.detection`, :mod:`.coverage` (alpha-precision / beta-recall), :mod:`.distances` (chunked
-JAX nearest neighbours), :mod:`.privacy` (DCR, copies, membership inference), :mod:`.sdmetrics_dcr`,
-:mod:`.utility` (CatBoost / scikit-learn), :mod:`.report` and :mod:`.plots`.
+:mod:`.detection`, :mod:`.sdmetrics_detection` (SDMetrics' LogisticDetection, the "C2ST"),
+:mod:`.relations` (exact relations of the real table kept by synthetic rows), :mod:`.coverage`
+(alpha-precision / beta-recall), :mod:`.distances` (chunked JAX nearest neighbours), :mod:`.privacy`
+(DCR, copies, membership inference), :mod:`.sdmetrics_dcr`,
+:mod:`.utility` (CatBoost / scikit-learn), :mod:`.fairness` (the utility models' demographic-parity and
+equalised-odds differences over a sensitive column), :mod:`.report` and :mod:`.plots`.
 """
 
 from tabdiff_jax.evaluate.core import PARTS, evaluate, evaluate_files

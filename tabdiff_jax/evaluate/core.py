@@ -13,14 +13,17 @@ from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.evaluate.columns import prepare, seeded_split
 from tabdiff_jax.evaluate.coverage import alpha_precision_beta_recall
 from tabdiff_jax.evaluate.detection import detection_auc
+from tabdiff_jax.evaluate.fairness import check_sensitive, fairness_scores
 from tabdiff_jax.evaluate.distances import encode_rows
 from tabdiff_jax.evaluate.fidelity import column_summary, fidelity_scores
 from tabdiff_jax.evaluate.privacy import privacy_metrics
+from tabdiff_jax.evaluate.relations import exact_relations
 from tabdiff_jax.evaluate.report import Report
 from tabdiff_jax.evaluate.sdmetrics_dcr import sdmetrics_dcr
+from tabdiff_jax.evaluate.sdmetrics_detection import logistic_detection
 from tabdiff_jax.evaluate.utility import infer_task, utility_scores
 
-PARTS = ("utility", "detection", "coverage", "privacy", "sdmetrics_dcr")
+PARTS = ("utility", "detection", "coverage", "privacy", "sdmetrics_dcr", "relations")
 
 
 def evaluate(
@@ -43,6 +46,7 @@ def evaluate(
     trend_binning: str = "real",
     holdout_fraction: float = 0.2,
     chunk_size: int = 2048,
+    sensitive: Optional[str] = None,
 ) -> Report:
     """Evaluate ``synthetic`` against ``real`` (the table the generator was fitted on).
 
@@ -58,16 +62,20 @@ def evaluate(
       task: ``"classification"`` / ``"regression"``; inferred from the target's kind if ``None``.
       seed: seed of every subsample, split and model in the evaluation.
       column_kinds: overrides of the inferred kinds, e.g. ``{"zipcode": "categorical"}``.
-      skip: parts to leave out, from ``("utility", "detection", "coverage", "privacy", "sdmetrics_dcr")``.
+      skip: parts to leave out, from ``("utility", "detection", "coverage", "privacy", "sdmetrics_dcr",
+        "relations")``; "detection" is both the boosted and the logistic (SDMetrics C2ST) detection.
       utility_model: ``"auto"`` (CatBoost if installed, else scikit-learn), ``"catboost"``, ``"sklearn"``.
       utility_iterations: most boosting rounds of the utility model (early stopping on 20 %).
       threads: threads of the utility model (-1: all cores; 1 can be faster on a busy machine).
-      detection_rows, coverage_rows: at most this many rows per table for detection and for
+      detection_rows, coverage_rows: at most this many rows per table for both detections and for
         alpha-precision / beta-recall (seeded subsamples).
       sdmetrics_rows: rows per table for the SDMetrics-style DCR (``None``: all rows).
       trend_binning: ``"real"`` (ContingencySimilarity's bins) or ``"separate"`` (QualityReport's).
       holdout_fraction: share of ``real`` split off when no holdout or test table is given.
       chunk_size: block size of the nearest-neighbour search.
+      sensitive: a column whose groups the utility models' fairness is measured over
+        (demographic-parity and equalised-odds differences, see :mod:`.fairness`); needs a
+        classification target and the utility part.
 
     Returns:
       A :class:`~tabdiff_jax.evaluate.report.Report`.
@@ -75,7 +83,8 @@ def evaluate(
     Raises:
       DataError: empty tables, column sets that differ (naming the columns), a missing target,
         values that do not fit their column's kind.
-      ConfigError: bad ``task``, ``skip`` entry, ``trend_binning`` or model name.
+      ConfigError: bad ``task``, ``skip`` entry, ``trend_binning`` or model name; a ``sensitive``
+        column without a classification target, equal to it, or with utility skipped.
     """
     t_start = time.perf_counter()
     skip = set(skip)
@@ -86,6 +95,8 @@ def evaluate(
                               target=target, column_kinds=column_kinds)
     real_t, syn_t, test_t, hold_t = tables["real"], tables["synthetic"], tables["test"], tables["holdout"]
     task = infer_task(real_t[target], columns.kinds[target], task) if target is not None else None
+    if sensitive is not None:  # before any model is trained
+        check_sensitive(sensitive, columns, task, tables, skip)
     notes, timings = [], {}
     results: dict = {
         "rows": {"real": len(real_t), "synthetic": len(syn_t), "test": None if test_t is None else len(test_t),
@@ -107,6 +118,12 @@ def evaluate(
         det = timed("detection", detection_auc, real_t, syn_t, columns, seed=seed, max_rows=detection_rows)
         fidelity["detection_auc"] = det["auc"]
         fidelity["detection"] = det
+        logistic = timed("logistic_detection", logistic_detection, real_t, syn_t, columns, seed=seed,
+                         max_rows=detection_rows)
+        fidelity["logistic_detection_score"] = logistic["score"]
+        fidelity["logistic_detection"] = logistic
+    if "relations" not in skip:
+        results["relations"] = timed("relations", exact_relations, real_t, syn_t, columns, seed=seed)
 
     need_holdout = bool({"coverage", "privacy", "sdmetrics_dcr"} - skip)
     train_p, hold_p = real_t, hold_t
@@ -142,7 +159,7 @@ def evaluate(
     results["fidelity"] = fidelity
     results["privacy"] = privacy
 
-    utility = None
+    utility, fairness, predictions = None, None, ({} if sensitive is not None else None)
     if "utility" not in skip:
         eval_table, source = (test_t, "test table") if test_t is not None else (hold_t, "holdout table")
         if target is None:
@@ -151,11 +168,16 @@ def evaluate(
             notes.append("utility skipped: no test or holdout table to score on")
         else:
             utility = timed("utility", utility_scores, real_t, syn_t, eval_table, columns, task, seed=seed,
-                            model=utility_model, iterations=utility_iterations, threads=threads)
+                            model=utility_model, iterations=utility_iterations, threads=threads,
+                            predictions=predictions)
             utility["scored_on"] = source
+            if sensitive is not None:
+                fairness = timed("fairness", fairness_scores, predictions, sensitive, columns.kinds[sensitive])
+                fairness["scored_on"] = source
             if source != "test table":
                 notes.append("utility scored on the holdout table (no test table given)")
     results["utility"] = utility
+    results["fairness"] = fairness
 
     results["details"] = {
         "columns": {

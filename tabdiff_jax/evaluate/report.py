@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.evaluate import fairness as _fairness
+from tabdiff_jax.evaluate import relations as _relations
 from tabdiff_jax.io import atomic_path, write_json
 
 # (section, key, label, what is ideal)
@@ -18,6 +20,7 @@ SUMMARY_ROWS = (
     ("fidelity", "trend", "trend (pair similarity)", "1"),
     ("fidelity", "correlation_diff", "correlation difference (Frobenius)", "0"),
     ("fidelity", "detection_auc", "detection ROC-AUC", "0.5"),
+    ("fidelity", "logistic_detection_score", "logistic detection score (SDMetrics C2ST)", "1"),
     ("fidelity", "alpha_precision", "alpha-precision", "1"),
     ("fidelity", "beta_recall", "beta-recall", "1"),
     ("privacy", "dcr_median", "DCR median (synthetic -> train)", "~ holdout"),
@@ -100,6 +103,7 @@ class Report(Mapping):
             metric = utility["metric"]
             rows.append((f"utility {metric}, train on real ({utility['model']})", _fmt(utility["real"][metric]), "reference"))
             rows.append((f"utility {metric}, train on synthetic", _fmt(utility["synthetic"][metric]), "= real"))
+        rows += _fairness.summary_rows(self._results.get("fairness"))
         for section, key, label, ideal in SUMMARY_ROWS:
             values = self._results.get(section)
             if values is not None:
@@ -108,6 +112,7 @@ class Report(Mapping):
         if sd:
             rows.append(("SDMetrics DCRBaselineProtection", _fmt(sd.get("baseline_protection")), "1"))
             rows.append(("SDMetrics DCROverfittingProtection", _fmt(sd.get("overfitting_protection")), "1"))
+        rows += _relations.summary_rows(self._results.get("relations"))
         return rows
 
     def summary_table(self) -> str:
@@ -146,6 +151,8 @@ class Report(Mapping):
             for key in ("real", "synthetic"):
                 vals = [_fmt(v) for k, v in utility[key].items() if k not in ("train_rows", "fitted")]
                 out.append(f"| {key} ({utility[key]['train_rows']} rows) | " + " | ".join(vals) + " |")
+        out += _fairness.markdown_section(r.get("fairness"))
+        out += _relations.markdown_section(r.get("relations"))
         details = r.get("details", {})
         if details.get("columns"):
             out += ["", "## Columns", "", "| column | kind | metric | score | missing real | missing synthetic |", "|---|---|---|---:|---:|---:|"]

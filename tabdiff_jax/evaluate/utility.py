@@ -137,7 +137,8 @@ def _regression_scores(y_true, y_pred) -> dict:
 
 
 def utility_scores(real: pd.DataFrame, synthetic: pd.DataFrame, test: pd.DataFrame, columns: Columns, task: str, *,
-                   seed: int = 0, model: str = "auto", iterations: int = 1000, threads: int = -1) -> dict:
+                   seed: int = 0, model: str = "auto", iterations: int = 1000, threads: int = -1,
+                   predictions: Optional[dict] = None) -> dict:
     """Train on real and on synthetic, score both on ``test`` (tables from :func:`prepare`).
 
     Args:
@@ -145,6 +146,8 @@ def utility_scores(real: pd.DataFrame, synthetic: pd.DataFrame, test: pd.DataFra
       model: ``"auto"`` (CatBoost if installed, else scikit-learn), ``"catboost"`` or ``"sklearn"``.
       iterations: most boosting rounds.
       threads: threads of the model (-1: all cores).
+      predictions: when given, filled with the scored rows (``"test"``), their labels (``"y_test"``)
+        and each model's predictions (``"real"``, ``"synthetic"``), for :mod:`.fairness`.
 
     Returns:
       ``{"model", "task", "target", "metric", "real": {...}, "synthetic": {...}, "gap"}`` where
@@ -188,6 +191,8 @@ def utility_scores(real: pd.DataFrame, synthetic: pd.DataFrame, test: pd.DataFra
         scores = _classification_scores(y_test, y_pred.astype(str), proba, classes.astype(str)) if task == CLASSIFICATION \
             else _regression_scores(y_test, y_pred.astype(np.float64))
         result[key] = {**scores, "train_rows": int(len(y)), "fitted": info}
+        if predictions is not None:
+            predictions.update({"test": test_df, "y_test": y_test, key: y_pred})
     result["gap"] = result["real"][result["metric"]] - result["synthetic"][result["metric"]]
     return result
 

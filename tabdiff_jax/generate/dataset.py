@@ -153,7 +153,7 @@ def write_dataset(model, folder, n: int, *, seed: int = 0, rows_per_part: Option
     if start % size or (stop % size and stop != n):
         raise ConfigError(f"rows {start}:{stop} do not fall on parts of {size} rows; use multiples of {size} "
                           f"(or n={n} as STOP), e.g. {start // size * size}:{min(-(-stop // size) * size, n)}")
-    _stream(model, n, seed, condition, kwargs)
+    finish = _stream(model, n, seed, condition, kwargs)[2]
     identity = _plain({"format": FORMAT, "run": model_fingerprint(model), "model": model.model_name, "seed": int(seed),
                        "n": int(n), "rows_per_part": size, "condition": condition or None,
                        "chunk_size": kwargs.get("chunk_size"),
@@ -182,7 +182,8 @@ def write_dataset(model, folder, n: int, *, seed: int = 0, rows_per_part: Option
             for first, raw in raw_batches(model, n, seed=seed, size=size, start=run_lo * size,
                                           stop=min(run_hi * size, n), condition=condition,
                                           max_candidates=max_candidates, **kwargs):
-                written[first // size] = _write_part(_frame(model, first, raw), schema, folder, layout, first // size)
+                written[first // size] = _write_part(_frame(model, first, raw, finish), schema, folder, layout,
+                                                     first // size)
                 bar.update(len(raw[0]))
     finally:
         bar.close()

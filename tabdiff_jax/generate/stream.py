@@ -41,10 +41,11 @@ def part_range(part: int, of: int, n: int, rows_per_part: int) -> tuple[int, int
 
 
 def _stream(model, n: int, seed: int, condition: Optional[dict], kwargs: dict):
-    """``(draw(start, count) -> raw rows, accept or None)`` for ``model.sample(n, seed, condition)``."""
+    """``(draw(start, count) -> raw rows, accept or None, finish(frame) -> frame)`` for ``model.sample(n,
+    seed, condition)`` (:func:`tabdiff_jax.conditioning.stream`)."""
     import jax
 
-    from tabdiff_jax import sampling
+    from tabdiff_jax import conditioning
 
     if not model.fitted:
         raise ConfigError(f"{type(model).__name__} is not fitted: call fit() or load() first")
@@ -53,15 +54,8 @@ def _stream(model, n: int, seed: int, condition: Optional[dict], kwargs: dict):
         raise ConfigError(f"{type(model).__name__}.sample does not take {', '.join(unknown)}")
     key = jax.random.key(int(seed))
     if not condition:
-        return (lambda s, c: model._sample_raw(s, c, key, **kwargs)), None
-    codes = sampling.condition_codes(condition, *model._schema())
-    if model._native_condition(codes):
-        return (lambda s, c: model._sample_raw(s, c, key, condition=codes, **kwargs)), None
-
-    def accept(rows):
-        return np.all([rows[1][:, j] == code for j, code in codes.values()], axis=0)
-
-    return (lambda s, c: model._sample_raw(s, c, key, **kwargs)), accept
+        return (lambda s, c: model._sample_raw(s, c, key, **kwargs)), None, (lambda df: df)
+    return conditioning.stream(model, key, condition, kwargs)
 
 
 def _cut(raw, a: int, b: int) -> tuple:
@@ -77,12 +71,20 @@ def raw_batches(model, n: int, *, seed: int = 0, size: int, start: int = 0, stop
 
     start, stop = check_range(n, start, stop)
     size = _positive("rows per batch", size)
-    draw, accept = _stream(model, n, seed, condition, kwargs)
+    draw, accept, _ = _stream(model, n, seed, condition, kwargs)
     count = min(size, n)
     if accept is None:
+        from tabdiff_jax.collapse import ClassTally
+
+        tally = None if condition else ClassTally(model)  # one class of the target over the stream warns
         for lo in range(start // size * size, stop, size):
             a, b = max(lo, start), min(lo + size, stop)
-            yield a, _cut(draw(lo, count), a - lo, b - lo)
+            raw = _cut(draw(lo, count), a - lo, b - lo)
+            if tally is not None:
+                tally.update(raw[1])
+            yield a, raw
+        if tally is not None:
+            tally.finish()
         return
     cap = max(100 * stop, MIN_REJECTION_CANDIDATES) if max_candidates is None else int(max_candidates)
     block = min(size, max(n, 1024))  # candidates per call: a batch at most, not a handful for a small n
@@ -111,12 +113,12 @@ def raw_batches(model, n: int, *, seed: int = 0, size: int, start: int = 0, stop
             buf, row = _cut(buf, need, None), row + need
 
 
-def _frame(model, first: int, raw):
+def _frame(model, first: int, raw, finish=None):
     import pandas as pd
 
     df = model._raw_frame(*raw)[model.columns]
     df.index = pd.RangeIndex(first, first + len(df))
-    return df
+    return df if finish is None else finish(df)  # finish: the given cells of a condition, exactly
 
 
 def sample_batches(model, n: int, *, seed: int = 0, rows_per_batch: Optional[int] = None, start: int = 0,
@@ -131,10 +133,10 @@ def sample_batches(model, n: int, *, seed: int = 0, rows_per_batch: Optional[int
     """
     size = DEFAULT_ROWS_PER_PART if rows_per_batch is None else _positive("rows_per_batch", rows_per_batch)
     check_range(n, start, stop)
-    _stream(model, n, seed, condition, kwargs)  # errors now, not at the first next()
+    finish = _stream(model, n, seed, condition, kwargs)[2]  # errors now, not at the first next()
     raws = raw_batches(model, n, seed=seed, size=size, start=start, stop=stop, condition=condition,
                        max_candidates=max_candidates, **kwargs)
-    return (_frame(model, first, raw) for first, raw in raws)
+    return (_frame(model, first, raw, finish) for first, raw in raws)
 
 
 # --------------------------------------------------------------------------- writing

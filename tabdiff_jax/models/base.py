@@ -36,6 +36,7 @@ MODEL_REGISTRY: dict[str, type["Synthesizer"]] = {}
 # import (or compile anything of) the GAN family, and one model's import cost is not everyone's.
 MODEL_MODULES: dict[str, str] = {
     "tabddpm": "tabdiff_jax.models.tabddpm",
+    "tabdiff": "tabdiff_jax.models.tabdiff",
     "tablediffusion": "tabdiff_jax.models.tablediffusion",
     "smote": "tabdiff_jax.models.smote",
     "tvae": "tabdiff_jax.models.tvae",
@@ -45,6 +46,8 @@ MODEL_MODULES: dict[str, str] = {
     "wgan-gp": "tabdiff_jax.models.gan",
     "ctgan": "tabdiff_jax.models.gan",
     "dpgan": "tabdiff_jax.models.gan",
+    "mst": "tabdiff_jax.models.marginal",
+    "aim": "tabdiff_jax.models.marginal",
 }
 MODEL_ALIASES = {"wgangp": "wgan-gp", "wgan_gp": "wgan-gp", "dp-gan": "dpgan", "dp_gan": "dpgan", "table-diffusion": "tablediffusion"}
 
@@ -109,6 +112,7 @@ class Synthesizer:
     model_name: ClassVar[str] = "base"
     uses_preprocessor: ClassVar[bool] = True
     preprocessor_options: ClassVar[dict] = {}
+    supports_inpainting: ClassVar[bool] = False  # _sample_raw takes known= (tabdiff_jax.conditioning)
 
     def __init__(self, **config):
         self.config: dict = dict(config)
@@ -170,12 +174,13 @@ class Synthesizer:
         self.target = target
         encoded = None
         if self.uses_preprocessor:
-            from tabdiff_jax.preprocess import Preprocessor
+            from tabdiff_jax.preprocess import Preprocessor, dependencies
 
             # ``preprocessor=None`` (the documented default) means no extra options; the mixture
             # fits draw from fit's seed unless the options name their own
             options = {"seed": preprocessor_seed(key), **self.preprocessor_options,
                        **(self.config.get("preprocessor") or {})}
+            options = dependencies.model_options(self, options)  # private: no derived columns
             self.preprocessor = Preprocessor(**options).fit(
                 df,
                 target=target,
@@ -240,14 +245,16 @@ class Synthesizer:
         ``chunk_size`` (rows per compiled call, a keyword of every model) or the device count.
 
         Args:
-          condition: ``{column: value}`` of categorical columns every row must have. Imposed by the
-            model where it is conditional on that column (TabDDPM's target, CGAN's condition column,
-            CTGAN's categories, SMOTE's class), else met by rejection: candidate rows in row order, the matching ones
-            kept, at most ``max_candidates`` tried (default ``max(100 n, 100,000)``).
+          condition: ``{column: value}`` every row must have: any columns with ``supports_inpainting``
+            (TabDDPM, TabDiff; given cells returned exactly, :mod:`tabdiff_jax.conditioning`), else
+            categorical ones: imposed where the model is conditional on the column (CGAN, CTGAN, SMOTE),
+            else met by rejection (candidates in row order, at most ``max_candidates``, default
+            ``max(100 n, 100,000)``).
 
         Raises:
-          ConfigError: bad ``n``; a condition on an unknown or numeric column, or a value the column
-            never had (listing the known ones); a class too rare to reach ``n`` rows by rejection.
+          ConfigError: bad ``n``; a condition on an unknown column (or a numeric one without
+            inpainting), a missing value, or a value the column never had or cannot be encoded
+            (named); a class too rare to reach ``n`` rows by rejection.
         """
         if not self.fitted:
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
@@ -260,20 +267,24 @@ class Synthesizer:
             raise ConfigError(f"{type(self).__name__}.sample does not take {', '.join(unknown)}{hint}")
         if condition is None:
             raw = self._sample_raw(0, n, key, **kwargs)
-        else:
-            from tabdiff_jax import sampling
+            from tabdiff_jax.collapse import check_one_class
 
-            codes = sampling.condition_codes(condition, *self._schema())
-            if self._native_condition(codes):
-                raw = self._sample_raw(0, n, key, condition=codes, **kwargs)
-            else:
-                def accept(rows):
-                    return np.all([rows[1][:, j] == code for j, code in codes.values()], axis=0)
+            check_one_class(self, raw[1])  # warns on one class of the target (rule: tabdiff_jax.collapse)
+            return self._raw_frame(*raw)[self.columns]
+        from tabdiff_jax import conditioning, sampling
 
-                raw = sampling.rejection_sample(lambda start, count: self._sample_raw(start, count, key, **kwargs),
-                                                n, accept, describe=", ".join(f"{c}={v!r}" for c, v in condition.items()),
-                                                max_candidates=max_candidates)
-        return self._raw_frame(*raw)[self.columns]
+        draw, accept, finish = conditioning.stream(self, key, condition, kwargs)
+        raw = draw(0, n) if accept is None else sampling.rejection_sample(
+            draw, n, accept, describe=", ".join(f"{c}={v!r}" for c, v in condition.items()),
+            max_candidates=max_candidates)
+        return finish(self._raw_frame(*raw)[self.columns])
+
+    def impute(self, df: pd.DataFrame, *, seed: int = 0, **kwargs) -> pd.DataFrame:
+        """``df`` with its missing cells drawn given each row's observed cells, which stay untouched
+        (:func:`tabdiff_jax.conditioning.impute`; models with ``supports_inpainting``)."""
+        from tabdiff_jax import conditioning
+
+        return conditioning.impute(self, df, seed=seed, **kwargs)
 
     def sample_batches(self, n: int, **kwargs):
         """The rows of ``sample(n, ...)`` as DataFrames of ``rows_per_batch`` rows, in row order (``start=``,

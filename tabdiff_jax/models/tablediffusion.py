@@ -29,7 +29,6 @@ rows whatever the chunk size or device count.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -42,23 +41,13 @@ from tabdiff_jax.diffusion.tablediffusion import (
 )
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.privacy import (
-    BudgetTracker,
-    check_delta,
-    make_nonprivate_step,
-    make_private_step,
-    plan_privacy,
-    poisson_capacity,
-    poisson_sample,
-    steps_for_epochs,
-)
+from tabdiff_jax.privacy import check_delta
 from tabdiff_jax.privacy.dpsgd import CLIPPINGS
-from tabdiff_jax.privacy.preprocessing import audit_preprocessing
+from tabdiff_jax.privacy.loop import fit_dpsgd
 from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
-from tabdiff_jax.sharding import auto_mesh, replicate, round_up
 from tabdiff_jax.state import split_params
 from tabdiff_jax.table import TableLayout, to_dense
-from tabdiff_jax.training import arrays_to_tree, run_training, tree_to_arrays
+from tabdiff_jax.training import arrays_to_tree, tree_to_arrays
 
 DEFAULTS = dict(
     epsilon=1.0, delta=1e-5, num_timesteps=5, hidden_dims=(256, 256), batch_size=1024, epochs=10.0, steps=None,
@@ -128,59 +117,13 @@ class TableDiffusion(Synthesizer):
         k_init, k_train = jax.random.split(key)
         params = self._build(d, k_init)
         optimizer = optax.adam(float(s["lr"]), b1=float(s["betas"][0]), b2=float(s["betas"][1]))
-        loss_fn = make_loss(s["num_timesteps"], s["time_conditioning"])
-        private = s["epsilon"] is not None
-        info = {"private": private}
-        mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
-        if private:
-            info["preprocessing"] = audit_preprocessing(self.preprocessor, "TableDiffusion")
-            plan = plan_privacy(n, batch, float(s["epsilon"]), float(s["delta"]), epochs=epochs, steps=steps,
-                                accountant=s["accountant"])
-            q, num_steps, capacity = plan.sampling_rate, plan.steps, round_up(plan.capacity, mesh)
-            dp = make_private_step(loss_fn, optimizer, l2_clip=s["l2_clip"], noise_multiplier=plan.noise_multiplier,
-                                   expected_batch_size=plan.expected_batch_size, clipping=s["clipping"],
-                                   graphdef=self._graphdef, jit=False, mesh=mesh)
-            tracker = BudgetTracker(plan.target_epsilon, plan.accountant_delta, noise_multiplier=plan.noise_multiplier,
-                                    sampling_rate=q, accountant=s["accountant"])
-            stop_fn = tracker.stop_fn
-            on_log = lambda step, m: {"eps": f"{tracker.epsilon_spent(step):.3f}"}
-        else:
-            q, num_steps = steps_for_epochs(n, batch, epochs) if epochs is not None else (batch / n, int(steps))
-            capacity = round_up(poisson_capacity(n, q), mesh)
-            dp = make_nonprivate_step(loss_fn, optimizer, graphdef=self._graphdef, jit=False, mesh=mesh)
-            stop_fn = on_log = None
-
-        def train_step(state, step_key, rows):
-            train_state, truncated = state
-            k_batch, k_step = jax.random.split(step_key)
-            pb = poisson_sample(k_batch, n, q, capacity)
-            train_state, metrics = dp.step(train_state, jnp.take(rows, pb.indices, axis=0), pb.mask, k_step)
-            return (train_state, truncated + (pb.overflow > 0).astype(jnp.int32)), {**metrics, "overflow": pb.overflow}
-
-        jitted = jax.jit(train_step, donate_argnums=0)
-        data = replicate(data, mesh)  # every device gathers its rows of the batch locally
-        state = replicate((dp.init(params), jnp.zeros((), jnp.int32)), mesh)
-        state, history = run_training(lambda st, k: jitted(st, k, data), state, num_steps=num_steps, key=k_train,
-                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
-                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume,
-                                      progress=progress, desc="TableDiffusion", stop_fn=stop_fn, on_log=on_log)
-        train_state, truncated = state
+        train_state, _, info = fit_dpsgd(
+            make_loss(s["num_timesteps"], s["time_conditioning"]), lambda _: optimizer, params, data, k_train,
+            graphdef=self._graphdef, batch_size=batch, epochs=epochs, steps=steps, epsilon=s["epsilon"],
+            delta=s["delta"], l2_clip=s["l2_clip"], clipping=s["clipping"], accountant=s["accountant"],
+            preprocessor=self.preprocessor, model_name="TableDiffusion", run_dir=run_dir, resume=resume,
+            progress=progress, checkpoint_every=s["checkpoint_every"], checkpoint_seconds=s["checkpoint_seconds"])
         self._params, self._layout = train_state.params, layout
-        done = int(train_state.step)
-        info.update({"steps": done, "planned_steps": num_steps, "sampling_rate": q, "batch_size": batch,
-                     "batch_capacity": capacity, "truncated_steps": int(truncated),
-                     "final_loss": history[-1][1].get("loss") if history else None})
-        if private:
-            spent = tracker.epsilon_spent(done)
-            info.update({"epsilon": plan.target_epsilon, "delta": plan.delta, "noise_multiplier": plan.noise_multiplier,
-                         "epsilon_spent": spent, "accountant": plan.accountant, "accountant_delta": plan.accountant_delta,
-                         "truncation_delta": plan.truncation_delta, "l2_clip": float(s["l2_clip"]),
-                         "expected_batch_size": plan.expected_batch_size, "clipping": s["clipping"]})
-            if progress:
-                print(f"TableDiffusion: spent epsilon {spent:.4f} of {plan.target_epsilon:g} "
-                      f"(delta {plan.delta:g}, sigma {plan.noise_multiplier:.4f}, q {q:.4g}, {done} steps)")
-        else:
-            info.update({"epsilon": None, "delta": None, "noise_multiplier": 0.0})
         self.fit_info = info
 
     # ------------------------------------------------------------------------ sampling

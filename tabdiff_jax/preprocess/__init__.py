@@ -5,6 +5,7 @@
 * :mod:`~tabdiff_jax.preprocess.schema`: column kinds and domains (:class:`ColumnSpec`).
 * :mod:`~tabdiff_jax.preprocess.transforms`: the numeric transforms as ``(fit, encode, decode)``.
 * :mod:`~tabdiff_jax.preprocess.frames`: the host halves (DataFrame <-> raw arrays).
+* :mod:`~tabdiff_jax.preprocess.dependencies`: exact column dependencies rebuilt on decode (``derive=``).
 """
 
 from tabdiff_jax.preprocess.preprocessor import Preprocessor

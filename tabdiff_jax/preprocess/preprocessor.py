@@ -14,7 +14,7 @@ import pandas as pd
 from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.io import stage_file as _stage
-from tabdiff_jax.preprocess import frames, inference
+from tabdiff_jax.preprocess import dependencies, frames, inference
 from tabdiff_jax.preprocess.codec import CodecPlan, CodecStats, decode_raw, encode_raw
 from tabdiff_jax.preprocess.schema import (
     CATEGORICAL,
@@ -50,6 +50,8 @@ class Preprocessor:
     Categorical columns become int32 codes (one block each). A numeric column with missing values
     gets its median imputed plus a ``"<col>__missing"`` block (size 2); a categorical column's
     missing value is a category of its own. Both are restored as missing on decode.
+    ``derive="auto"`` (or pairs ``[(X, Y), ...]``) leaves out each column a categorical column determines in
+    every row and rebuilds it on decode from the stored mapping (:mod:`.dependencies`; default ``None``).
 
     ``encode = encode_arrays o to_arrays`` and ``decode = from_arrays o decode_arrays``: the
     ``*_arrays`` halves are pure jnp functions of the fitted statistics (usable under ``jax.jit``,
@@ -72,7 +74,7 @@ class Preprocessor:
     """
 
     def __init__(self, numeric: str = "quantile", max_categories: int = 1000, n_quantiles: int = 1000,
-                 max_modes: int = 10, integer_categorical_max: Optional[int] = None, seed: int = 0):
+                 max_modes: int = 10, integer_categorical_max: Optional[int] = None, seed: int = 0, derive=None):
         self.numeric = validate.in_choices("numeric", numeric, sorted(TRANSFORMS))
         self.max_categories = validate.positive_int("max_categories", max_categories)
         self.n_quantiles = validate.positive_int("n_quantiles", n_quantiles, 2)
@@ -80,6 +82,7 @@ class Preprocessor:
         self.integer_categorical_max = (None if integer_categorical_max is None
                                         else validate.positive_int("integer_categorical_max", integer_categorical_max))
         self.seed = validate.positive_int("seed", seed, 0)
+        self.derive, self.derived = dependencies.check_option(derive), ()
         self.specs: Optional[tuple[ColumnSpec, ...]] = None
 
     # ------------------------------------------------------------------ fit
@@ -146,6 +149,8 @@ class Preprocessor:
         if clash:
             raise DataError(f"column name(s) {clash!r} clash with the names of helper blocks; rename them")
 
+        derived = dependencies.find(df, specs, target, self.derive, self.seed) if self.derive else ()
+        specs = [s for s in specs if s.name not in {d.column for d in derived}]  # rebuilt on decode, never modelled
         num_specs = [s for s in specs if s.kind != CATEGORICAL]
         x = np.empty((len(df), len(num_specs)), order="F")  # column-major: the fits read columns
         for j, s in enumerate(num_specs):
@@ -156,8 +161,8 @@ class Preprocessor:
         params = TRANSFORMS[self.numeric].fit(x, span, n_quantiles=self.n_quantiles, max_modes=self.max_modes, seed=self.seed)
         # Assign only once everything succeeded, so a failed fit leaves the object as it was.
         self.specs, self.target, self.task = tuple(specs), target, task
-        self.impute, self.params = impute, params
-        self.inferred = inference.describe(specs, note, df)
+        self.impute, self.params, self.derived = impute, params, derived
+        self.inferred = dependencies.note(inference.describe(specs, note, df), derived)
         self._build()
         return self
 
@@ -240,7 +245,8 @@ class Preprocessor:
     def from_arrays(self, raw_numeric, raw_codes) -> pd.DataFrame:
         """Raw arrays -> DataFrame with the fitted columns, order and dtypes (host, vectorised)."""
         self._require_fitted()
-        return frames.raw_to_frame(np.asarray(raw_numeric), np.asarray(raw_codes), self.specs, self._labels)
+        frame = frames.raw_to_frame(np.asarray(raw_numeric), np.asarray(raw_codes), self.specs, self._labels)
+        return dependencies.restore(frame, raw_codes, self.derived, [s.name for s in self._cat_specs])
 
     # ------------------------------------------------------------------ pure jnp halves
     def encode_arrays(self, raw_numeric, raw_codes) -> EncodedTable:
@@ -310,10 +316,10 @@ class Preprocessor:
             "format": FORMAT,
             "config": {"numeric": self.numeric, "max_categories": self.max_categories, "n_quantiles": self.n_quantiles,
                        "max_modes": self.max_modes, "integer_categorical_max": self.integer_categorical_max,
-                       "seed": self.seed},
+                       "seed": self.seed, "derive": self.derive},
             "target": self.target, "task": self.task,
             "columns": [s.to_json() for s in self.specs],
-            "layout": self.layout.to_json(),
+            "layout": self.layout.to_json(), "derived": [d.to_json() for d in self.derived],
         }
         arrays = {"impute": np.asarray(self.impute)}
         arrays.update({f"params.{k}": np.asarray(v) for k, v in self.params._asdict().items()})
@@ -331,6 +337,7 @@ class Preprocessor:
             pre.impute = np.asarray(arrays["impute"], np.float32)
             params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
             pre.params = params_from_arrays(pre.numeric, params)
+            pre.derived = tuple(dependencies.Derived.from_json(d) for d in meta.get("derived", ()))
             pre._build()
             saved_layout = TableLayout.from_json(meta["layout"])
         except (KeyError, TypeError, ValueError) as err:

@@ -9,7 +9,9 @@ One concept per module (in the style of jax_privacy):
 * :mod:`~tabdiff_jax.privacy.ghost`: book-keeping ("ghost") clipping for networks of
   :mod:`tabdiff_jax.layers`;
 * :mod:`~tabdiff_jax.privacy.dpsgd`: the jit-compiled private (and non-private) training step;
-* :mod:`~tabdiff_jax.privacy.preprocessing`: what a fitted preprocessor learned from private data.
+* :mod:`~tabdiff_jax.privacy.preprocessing`: what a fitted preprocessor learned from private data;
+* :mod:`~tabdiff_jax.privacy.loop`: the private fit the diffusion models share (plan, Poisson batches,
+  budget-tracked loop, run records; imported on demand, not here).
 """
 
 from tabdiff_jax.privacy.accounting import (

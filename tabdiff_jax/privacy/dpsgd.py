@@ -154,7 +154,7 @@ def step_metrics(losses: jax.Array, stats: ClipStats, mask: jax.Array) -> dict:
 def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, l2_clip: float,
                       noise_multiplier: float, expected_batch_size: float, clipping: str = "ghost",
                       graphdef=None, static_state: tuple = (), microbatch_size: Optional[int] = None,
-                      jit: bool = True, mesh=None) -> PrivateStep:
+                      jit: bool = True, mesh=None, ema_decay: Optional[float] = None) -> PrivateStep:
     """Build DP-SGD's ``init`` and jitted ``step(state, batch, mask, key) -> (state, metrics)``.
 
     Args:
@@ -172,6 +172,8 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
       jit: return the step jitted (default) or as a plain function (to embed it in a larger jit).
       mesh: a ``data`` mesh (:func:`tabdiff_jax.sharding.auto_mesh`) to split the batch's rows over,
         or ``None``; the batch capacity must then be a multiple of the mesh size.
+      ema_decay: keep an exponential moving average of the parameters in the state (post-processing
+        of the private parameters: no privacy cost), or ``None``.
 
     Returns:
       A :class:`PrivateStep`. ``step`` draws per-example loss keys and the noise key from ``key``
@@ -190,7 +192,7 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
         raise ConfigError("clipping='ghost' needs an NNX model: pass graphdef (or use clipping='vmap')")
 
     def init(params) -> TrainState:
-        return init_train_state(params, optimizer)
+        return init_train_state(params, optimizer, ema_decay)
 
     def step(state: TrainState, batch, mask, key):
         loss_key, noise_key = jax.random.split(key)
@@ -202,20 +204,21 @@ def make_private_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, 
             static_state=static_state, microbatch_size=microbatch_size)
         grads = privatize(summed, noise_key, l2_clip=l2_clip, noise_multiplier=noise_multiplier,
                           expected_batch_size=expected_batch_size)
-        return apply_gradients(state, grads, optimizer), step_metrics(losses, stats, mask)
+        return apply_gradients(state, grads, optimizer, ema_decay), step_metrics(losses, stats, mask)
 
     return PrivateStep(init=init, step=jax.jit(step) if jit else step)
 
 
 def make_nonprivate_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, graphdef=None,
-                         static_state: tuple = (), jit: bool = True, mesh=None) -> PrivateStep:
+                         static_state: tuple = (), jit: bool = True, mesh=None,
+                         ema_decay: Optional[float] = None) -> PrivateStep:
     """The same interface without privacy: gradient of the mean loss over the real rows.
 
     The baseline that the private step is timed against, and the step for ``epsilon=None`` runs.
     """
 
     def init(params) -> TrainState:
-        return init_train_state(params, optimizer)
+        return init_train_state(params, optimizer, ema_decay)
 
     def mean_loss(params, batch, keys, mask):
         losses = loss_fn(_model(graphdef, params, static_state), batch, keys)
@@ -228,6 +231,7 @@ def make_nonprivate_step(loss_fn: LossFn, optimizer: optax.GradientTransformatio
         check_divisible(int(mask.shape[0]), mesh, name="batch capacity")
         batch, mask, keys = constrain_rows((batch, mask, keys), mesh)
         loss, grads = jax.value_and_grad(mean_loss)(state.params, batch, keys, mask)
-        return apply_gradients(state, grads, optimizer), {"loss": loss, "batch_size": jnp.sum(mask, dtype=jnp.int32)}
+        metrics = {"loss": loss, "batch_size": jnp.sum(mask, dtype=jnp.int32)}
+        return apply_gradients(state, grads, optimizer, ema_decay), metrics
 
     return PrivateStep(init=init, step=jax.jit(step) if jit else step)

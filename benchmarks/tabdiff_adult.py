@@ -1,0 +1,148 @@
+"""TabDiff on Adult: sampler speed against TabDDPM, and quality at a fit budget.
+
+    python benchmarks/tabdiff_adult.py --speed                          # rows/s: TabDiff 50 steps vs TabDDPM T=100
+    python benchmarks/tabdiff_adult.py --max-seconds 95 --tag budget_tabddpm   # TabDDPM's default fit wall-clock
+    python benchmarks/tabdiff_adult.py --steps 20000 --tag recipe30     # a recipe (<= 30 min of fit)
+    python benchmarks/tabdiff_adult.py --options '{"hidden_dims": [512, 512]}' ...
+
+Train on /work/shared/data adult_train.csv (target income), sample as many rows, score on the test split
+with :func:`tabdiff_jax.evaluate.evaluate` (CatBoost F1 macro, shape, trend, boosted detection) and the
+share of rows keeping Adult's education <-> education-num one-to-one mapping. Results are merged into
+benchmarks/results/tabdiff_adult.json under ``--tag`` with the command line and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tabdiff_jax.io import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "results" / "tabdiff_adult.json"
+
+
+def education_mapping_share(real: pd.DataFrame, syn: pd.DataFrame) -> float:
+    """Share of synthetic rows whose (education, education-num) pair occurs in the real table."""
+    pairs = set(zip(real["education"].astype(str), real["education-num"].astype(float)))
+    got = zip(syn["education"].astype(str), pd.to_numeric(syn["education-num"], errors="coerce").astype(float))
+    return float(np.mean([p in pairs for p in got]))
+
+
+def speed(rows: int = 8192, repeats: int = 3, hidden_dims=(256, 256)) -> dict:
+    """Rows/s of the TabDiff sampler (50 steps with and without the correction, 25 with) and TabDDPM's (T = 100)."""
+    import jax
+    from flax import nnx
+
+    from tabdiff_jax.diffusion import samplers
+    from tabdiff_jax.diffusion import tabddpm as dm
+    from tabdiff_jax.diffusion import tabdiff as td
+    from tabdiff_jax.diffusion import tabdiff_sampler as tds
+    from tabdiff_jax.preprocess import Preprocessor
+    from tabdiff_jax.state import split_params
+    from tabdiff_jax.table import split_target
+
+    train = pd.read_csv(DATA / "adult_train.csv")
+    pre = Preprocessor(numeric="quantile").fit(train, target="income")
+    feats, y = split_target(pre.encode(train))
+    probs = np.bincount(np.asarray(y)) / len(y)
+
+    def timed(fn):
+        jax.block_until_ready(fn(0))  # compile
+        best = np.inf
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(r + 1))
+            best = min(best, time.perf_counter() - t0)
+        return {"rows_per_second": round(rows / best, 1), "seconds": round(best, 3), "load": os.getloadavg()}
+
+    out = {"rows": rows, "hidden_dims": list(hidden_dims), "backend": jax.default_backend()}
+    config = dm.DiffusionConfig.from_layout(pre.layout, num_timesteps=100)
+    g, p = split_params(dm.make_denoiser(config, hidden_dims=hidden_dims, rngs=nnx.Rngs(0)))
+    out["tabddpm_T100"] = timed(lambda s: samplers.sample(p, g, config, jax.random.key(s), rows, class_probs=probs))
+    tconfig = td.TabDiffConfig.from_layout(pre.layout)
+    tg, tp = split_params(td.make_network(tconfig, hidden_dims=hidden_dims, rngs=nnx.Rngs(0)))
+    runs = (("tabdiff_50_correction", 50, True), ("tabdiff_50_no_correction", 50, False),
+            ("tabdiff_25_correction", 25, True))
+    for name, steps, corr in runs:
+        out[name] = timed(lambda s: tds.sample(tp, tg, tconfig, jax.random.key(s), rows, steps=steps, correction=corr))
+    for name, _, _ in runs:
+        out[name]["speedup_vs_tabddpm_T100"] = round(out[name]["rows_per_second"]
+                                                     / out["tabddpm_T100"]["rows_per_second"], 2)
+    return out
+
+
+def _scores(train, test, syn, seed, threads) -> dict:
+    import tabdiff_jax.evaluate as ev
+
+    r = ev.evaluate(train, syn, test=test, target="income", task="classification", seed=seed, threads=threads,
+                    skip=("coverage", "sdmetrics_dcr")).to_dict()
+    util, fid = r["utility"], r["fidelity"]
+    metric = util["metric"]
+    auc = fid.get("detection_auc")
+    return {"real": util["real"][metric], "synthetic": util["synthetic"][metric], "metric": metric,
+            "shape": fid["shape"], "trend": fid["trend"], "detection_auc": auc,
+            "boosted_detection_score": None if auc is None else 1.0 - max(0.0, 2.0 * auc - 1.0),
+            "education_mapping_share": education_mapping_share(train, syn)}
+
+
+def quality(options: dict, steps, max_seconds, seed: int, threads: int, compare_correction: bool = False,
+            save: str = None) -> dict:
+    from tabdiff_jax.models.tabdiff import TabDiff
+
+    train, test = pd.read_csv(DATA / "adult_train.csv"), pd.read_csv(DATA / "adult_test.csv")
+    model = TabDiff(**options)
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    fit_kwargs = {} if steps is None else {"steps": steps}
+    model.fit(train, target="income", seed=seed, progress=False, max_seconds=max_seconds, **fit_kwargs)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    syn = model.sample(len(train), seed=seed + 1)
+    sample_s = time.perf_counter() - t0
+    if save:
+        model.save(save)
+    out = _scores(train, test, syn, seed, threads)
+    if compare_correction:  # the same model, sampled without the correction step (half the network calls)
+        t0 = time.perf_counter()
+        plain = model.sample(len(train), seed=seed + 1, correction=False)
+        plain_s = round(time.perf_counter() - t0, 1)  # includes compiling the sampler without correction
+        out["no_correction"] = {**_scores(train, test, plain, seed, threads), "sample_seconds": plain_s}
+    return {**out, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 1),
+            "steps": model.fit_info["steps"], "steps_per_second": model.fit_info["steps_per_second"],
+            "rho": model.fit_info["rho"], "k": model.fit_info["k"], "config": model.settings,
+            "load_at_start": load0, "load_at_end": os.getloadavg()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--options", default="{}", help="TabDiff options as JSON")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="default")
+    ap.add_argument("--compare-correction", action="store_true", help="also sample without the correction step")
+    ap.add_argument("--save", default=None, help="save the fitted model to this folder")
+    args = ap.parse_args(argv)
+    result = speed() if args.speed else quality(json.loads(args.options), args.steps, args.max_seconds, args.seed,
+                                                 args.threads, args.compare_correction, args.save)
+    result["command"] = "python " + " ".join(sys.argv)
+    result["cpu_count"] = os.cpu_count()
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results["speed" if args.speed else args.tag] = result
+    write_json(results, OUT)
+    print(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""TabDiff (Shi et al., ICLR 2025) as an estimator: ``TabDiff(...).fit(df, target=...).sample(n)``.
+
+A thin wrapper over the pure core :mod:`tabdiff_jax.diffusion.tabdiff` (continuous-time Gaussian and
+masked diffusion with learned per-column schedules, loss, compiled train step) and
+:mod:`tabdiff_jax.diffusion.tabdiff_sampler` (the stochastic sampler with its correction step), with the
+shared preprocessor (quantile-to-normal numbers, as the official code). Every column, the target
+included, is modelled jointly; ``sample(n, condition={...})`` and ``impute(df)`` inpaint given cells
+(``supports_inpainting``).
+
+Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed to ``fit``)::
+
+    steps, batch_size, lr (AdamW, decaying linearly to 0), weight_decay, hidden_dims, dim_t, dropout,
+    ema_decay (None: no EMA), sample_with_ema, grad_clip, anneal_num_weight (the numeric loss weight
+    falls from 1 to 0 over the run, as the official "anneal"), learn_schedule (learn rho and k),
+    cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), num_sample_steps (sampler steps, 50), correction (Heun's correction of the numbers),
+    stochastic (the sampler's churn), checkpoint_every, checkpoint_seconds, log_every,
+    sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
+    epsilon (None: not private, the default), delta, max_grad_norm, clipping, accountant (DP-SGD, as
+    TabDDPM's: :mod:`tabdiff_jax.privacy.loop`; see ``_fit_private``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tabdiff_jax import validate
+from tabdiff_jax.diffusion import tabdiff as td
+from tabdiff_jax.diffusion import tabdiff_sampler as tds
+from tabdiff_jax.diffusion.tabddpm import make_annealed_adamw
+from tabdiff_jax.errors import ConfigError
+from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.sharding import auto_mesh, to_global
+from tabdiff_jax.state import init_train_state, split_params
+from tabdiff_jax.table import EncodedTable, TableLayout
+from tabdiff_jax.training import arrays_to_tree, resolve_config, run_training, tree_to_arrays
+
+# Chosen on Adult on 2 CPU cores (benchmarks/results/tabdiff_adult.json): TabDDPM's 256-256 MLP and
+# batch 1024 (the official 1024-wide MLP, batch 4096 and 8000 epochs do not fit a CPU's minutes), the
+# official lr 1e-3 without weight decay, EMA, 50 sampling steps; the time input 1000 t and a fixed
+# numeric loss weight (the official log-sigma input and annealed weight: shape 0.987 / trend 0.970 /
+# detection AUC 0.68 at 7,300 steps, against 0.993 / 0.980 / 0.62 with these).
+TABDIFF_DEFAULTS = dict(
+    steps=8000, batch_size=1024, lr=1e-3, weight_decay=0.0, hidden_dims=(256, 256), dim_t=128, dropout=0.0,
+    ema_decay=0.999, sample_with_ema=True, grad_clip=None, anneal_num_weight=False, learn_schedule=True,
+    cat_weight=1.0, time_input="t", num_sample_steps=tds.DEFAULT_STEPS, correction=True, stochastic=True,
+    checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, sample_chunk_size=None, matmul_dtype=None,
+    preprocessor=None,
+    # DP-SGD (tabdiff_jax.privacy.loop.PRIVATE_OPTIONS); epsilon=None: not private
+    epsilon=None, delta=1e-5, max_grad_norm=1.0, clipping="ghost", accountant="rdp",
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_steps, grad_clip, anneal, mesh=None):
+    """``(optimizer, compiled step)``, cached so that refitting the same configuration does not recompile."""
+    optimizer = make_annealed_adamw(lr, weight_decay, num_steps=num_steps, grad_clip=grad_clip)
+    return optimizer, td.make_train_step(graphdef, optimizer, config, batch_size=batch_size, ema_decay=ema_decay,
+                                         num_steps=num_steps, anneal_num_weight=anneal, mesh=mesh)
+
+
+@register("tabdiff")
+class TabDiff(Synthesizer):
+    """TabDiff: learned-schedule Gaussian diffusion for numbers, masked diffusion for categories, one MLP.
+
+    Example:
+      >>> model = TabDiff(steps=2000).fit(df, target="income", seed=0)
+      >>> synthetic = model.sample(10_000, seed=1)
+      >>> women = model.sample(100, condition={"sex": "Female", "age": 40})
+      >>> filled = model.impute(df_with_gaps)
+      >>> model.save("run"); same = tabdiff_jax.load("run")
+
+    Options are listed in the module docstring; defaults in :data:`TABDIFF_DEFAULTS`.
+    """
+
+    preprocessor_options = {"numeric": "quantile", "derive": "auto"}  # exact dependencies kept (preprocess.dependencies)
+    supports_inpainting = True  # sample(condition=) on any columns and impute(df)
+
+    def __init__(self, **config):
+        if "hidden_dims" in config and config["hidden_dims"] is not None:
+            config["hidden_dims"] = [int(w) for w in config["hidden_dims"]]
+        self.settings = resolve_config(TABDIFF_DEFAULTS, config, "TabDiff")
+        s = self.settings
+        for name in ("steps", "batch_size", "dim_t", "checkpoint_every", "log_every", "sample_chunk_size"):
+            if name != "sample_chunk_size" or s[name] is not None:
+                validate.positive_int(name, s[name], 0 if name == "steps" else 1)
+        validate.positive_int("num_sample_steps", s["num_sample_steps"], 2)
+        validate.positive_float("lr", s["lr"])
+        validate.positive_float("weight_decay", s["weight_decay"], allow_zero=True)
+        validate.positive_float("cat_weight", s["cat_weight"], allow_zero=True)
+        td.TabDiffConfig(num_numeric=1, time_input=s["time_input"])  # validates
+        if s["ema_decay"] is not None and not 0.0 < float(s["ema_decay"]) < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) or None, got {s['ema_decay']!r}")
+        if not 0.0 <= float(s["dropout"]) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
+        if s["matmul_dtype"] not in (None, "bfloat16", "float32"):
+            raise ConfigError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {s['matmul_dtype']!r}")
+        for name in ("anneal_num_weight", "learn_schedule", "correction", "stochastic", "sample_with_ema"):
+            if not isinstance(s[name], (bool, np.bool_)):
+                raise ConfigError(f"{name} must be True or False, got {s[name]!r}")
+        if s["epsilon"] is not None:  # None: no privacy (the default)
+            from tabdiff_jax.privacy.loop import check_private_options
+
+            check_private_options(s)
+        super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
+        self._postprocess = None
+
+    # ------------------------------------------------------------------------------ setup
+    def _build(self, layout: TableLayout, key) -> tuple:
+        """``(config, graphdef, params)`` of a fresh network for ``layout``."""
+        s = self.settings
+        config = td.TabDiffConfig.from_layout(layout, learn_schedule=bool(s["learn_schedule"]),
+                                              cat_weight=float(s["cat_weight"]), time_input=s["time_input"])
+        net = td.make_network(config, hidden_dims=tuple(s["hidden_dims"]), dim_t=int(s["dim_t"]),
+                              dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"], rngs=nnx.Rngs(key))
+        graphdef, params = split_params(net)
+        self._layout, self._config, self._graphdef = layout, config, graphdef
+        return config, graphdef, params
+
+    # ---------------------------------------------------------------------------- fitting
+    def _fit(self, df, encoded: EncodedTable, key, *, run_dir, resume, progress, steps=None, batch_size=None,
+             max_seconds: Optional[float] = None, stop_after_steps: Optional[int] = None, epochs=None):
+        """Train; ``steps`` / ``batch_size`` override the options, ``max_seconds`` stops early on time
+        (the learning rate and loss-weight schedules still span ``steps``), ``stop_after_steps`` stops
+        (and checkpoints) early, as an interruption would."""
+        s = self.settings
+        private = s["epsilon"] is not None
+        if epochs is not None and not private:
+            raise ConfigError("TabDiff counts training steps, not epochs: use steps= (--steps); epochs= plans a "
+                              "private run (epsilon=)")
+        if epochs is not None and steps is not None:
+            raise ConfigError("TabDiff.fit: give at most one of epochs and steps")
+        num_steps = validate.positive_int("steps", s["steps"] if steps is None else steps, 0)
+        n = encoded.num_rows
+        batch = min(validate.positive_int("batch_size", s["batch_size"] if batch_size is None else batch_size), n)
+        k_init, k_train = jax.random.split(key)
+        config, graphdef, params = self._build(encoded.layout, k_init)
+        data = td.TableBatch(jnp.asarray(encoded.numeric, jnp.float32), jnp.asarray(encoded.categorical, jnp.int32))
+        ema_decay = None if s["ema_decay"] is None else float(s["ema_decay"])
+        if private:
+            return self._fit_private(config, graphdef, params, data, k_train, batch=batch, steps=num_steps,
+                                     epochs=epochs, run_dir=run_dir, resume=resume, progress=progress,
+                                     max_seconds=max_seconds, stop_after_steps=stop_after_steps)
+        mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
+        if mesh is not None:
+            batch = max(mesh.size, batch - batch % mesh.size)  # rows must split evenly over the devices
+        optimizer, step = _train_step(graphdef, config, batch, ema_decay, float(s["lr"]), float(s["weight_decay"]),
+                                      max(num_steps, 1), None if s["grad_clip"] is None else float(s["grad_clip"]),
+                                      bool(s["anneal_num_weight"]), mesh)
+        state = init_train_state(params, optimizer, ema_decay)
+        data, state = to_global((data, state), mesh)
+        t0 = time.perf_counter()
+        stop_fn = None
+        if max_seconds is not None or stop_after_steps is not None:
+            def stop_fn(i, _state):
+                late = max_seconds is not None and time.perf_counter() - t0 > float(max_seconds)
+                return late or (stop_after_steps is not None and i >= int(stop_after_steps))
+        state, history = run_training(lambda st, k: step(st, data, k), state, num_steps=num_steps, key=k_train,
+                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
+                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume, progress=progress,
+                                      desc="TabDiff", log_every=int(s["log_every"]), stop_fn=stop_fn)
+        seconds = time.perf_counter() - t0
+        use_ema = ema_decay is not None and bool(s["sample_with_ema"])
+        self._params = state.ema if use_ema else state.params
+        self._postprocess = None
+        done = int(state.step)
+        rho, k = nnx.merge(graphdef, self._params).exponents(config)
+        self.fit_info = {"steps": done, "batch_size": batch, "train_seconds": round(seconds, 3),
+                         "steps_per_second": round(done / max(seconds, 1e-9), 3),
+                         "final_loss": history[-1][1] if history else None,
+                         "sampled_from": "ema" if use_ema else "params",
+                         "rho": [round(float(r), 4) for r in np.asarray(rho)],
+                         "k": [round(float(v), 4) for v in np.asarray(k)],
+                         "history": [(int(i), m) for i, m in history[-20:]]}
+
+    def _fit_private(self, config, graphdef, params, data, key, *, batch, steps, epochs, run_dir, resume, progress,
+                     max_seconds, stop_after_steps):
+        """DP-SGD through the loop TabDDPM and TableDiffusion use (:func:`tabdiff_jax.privacy.loop.fit_dpsgd`) on
+        :func:`tabdiff_jax.diffusion.tabdiff.dpsgd_loss_fn`: Poisson batches of expected size ``batch``, each
+        row's gradient clipped to ``max_grad_norm``, noise calibrated for the planned ``steps`` (or ``epochs``).
+        Every column, the target included, is diffused, so nothing else is released. With book-keeping
+        clipping (``clipping="ghost"``, the default) the schedule exponents ``rho``, ``k`` (not layers) stay
+        at their initial values; ``clipping="vmap"`` learns them (``learn_schedule``), much more slowly. The
+        numeric loss weight is not annealed (the per-example loss does not see the step)."""
+        from tabdiff_jax.privacy.loop import fit_private_estimator
+
+        s = self.settings
+        frozen = {k: v for k, v in params.items() if k != "denoiser"} if s["clipping"] == "ghost" else {}
+        trained = {k: v for k, v in params.items() if k not in frozen}
+        grad_clip = None if s["grad_clip"] is None else float(s["grad_clip"])
+        early = stop_after_steps is not None or max_seconds is not None
+        t0 = time.perf_counter()
+        trained, self.fit_info = fit_private_estimator(
+            s, td.dpsgd_loss_fn(config),
+            lambda total: make_annealed_adamw(float(s["lr"]), float(s["weight_decay"]), num_steps=total,
+                                              grad_clip=grad_clip),
+            trained, data, key, graphdef=graphdef, batch_size=batch, steps=steps, epochs=epochs,
+            preprocessor=self.preprocessor, model_name="TabDiff", run_dir=run_dir, resume=resume, progress=progress,
+            stop_fn=(lambda i, _s: (max_seconds is not None and time.perf_counter() - t0 > float(max_seconds))
+                     or (stop_after_steps is not None and i >= int(stop_after_steps))) if early else None,
+            static_state=(frozen,) if frozen else ())
+        self._params = {**frozen, **trained}
+        self._postprocess = None
+        rho, k = nnx.merge(graphdef, self._params).exponents(config)
+        self.fit_info.update({"rho": [round(float(r), 4) for r in np.asarray(rho)],
+                              "k": [round(float(v), 4) for v in np.asarray(k)], "schedule_learned": not frozen})
+
+    # ---------------------------------------------------------------------------- sampling
+    def _decode_fn(self):
+        if self._postprocess is None:
+            pre, layout = self.preprocessor, self._layout
+
+            def postprocess(x_num, x_cat):
+                return pre.decode_arrays(EncodedTable(x_num, x_cat, layout))
+
+            self._postprocess = postprocess
+        return self._postprocess
+
+    def _sample_raw(self, start, n, key, *, known=None, chunk_size: Optional[int] = None,
+                    num_sample_steps: Optional[int] = None, correction: Optional[bool] = None):
+        """``known`` (:class:`~tabdiff_jax.conditioning.Known`, full layout): given cells kept exactly
+        (categories never masked, numbers inpainted along the forward process)."""
+        s = self.settings
+        if known is not None and not (np.any(known.numeric_mask) or np.any(known.codes_mask)):
+            known = None
+        return tds.sample(self._params, self._graphdef, self._config, key, n,
+                          steps=s["num_sample_steps"] if num_sample_steps is None else num_sample_steps,
+                          correction=s["correction"] if correction is None else bool(correction),
+                          stochastic=bool(s["stochastic"]), known=known,
+                          chunk_size=s["sample_chunk_size"] if chunk_size is None else chunk_size,
+                          postprocess=self._decode_fn(), start=start)
+
+    # ------------------------------------------------------------------------- persistence
+    def _get_state(self):
+        meta = {"layout": self._layout.to_json(), "tabdiff": dataclasses.asdict(self._config)}
+        return meta, tree_to_arrays(self._params, "params")
+
+    def _set_state(self, meta, arrays):
+        layout = TableLayout.from_json(meta["layout"])
+        _, _, template = self._build(layout, jax.random.key(0))
+        self._params = arrays_to_tree(template, arrays, "params")
+        self._postprocess = None
