@@ -252,3 +252,42 @@ def resolve_config(defaults: dict, config: dict, model: str) -> dict:
     if unknown:
         raise ConfigError(f"{model}: unknown option(s) {', '.join(unknown)}; options are {', '.join(sorted(defaults))}")
     return {**defaults, **config}
+
+
+def early_stop(t0: float, max_seconds: Optional[float], stop_after_steps: Optional[int]):
+    """``stop_fn`` of :func:`run_training` for fit's ``max_seconds`` (counted from ``t0``) and
+    ``stop_after_steps`` (``None`` when neither is given)."""
+    if max_seconds is None and stop_after_steps is None:
+        return None
+
+    def stop_fn(i, _state):
+        late = max_seconds is not None and time.perf_counter() - t0 > float(max_seconds)
+        return late or (stop_after_steps is not None and i >= int(stop_after_steps))
+
+    return stop_fn
+
+
+def train_estimator(step: Callable, state, settings: dict, *, num_steps: int, key, run_dir, resume: bool,
+                    progress: bool, desc: str, batch: int, max_seconds: Optional[float] = None,
+                    stop_after_steps: Optional[int] = None) -> tuple[Any, dict]:
+    """:func:`run_training` of a diffusion estimator (TabDDPM, TabDiff) with its options (``checkpoint_every``,
+    ``checkpoint_seconds``, ``log_every``, ``ema_decay``, ``sample_with_ema``) and fit's early stops.
+
+    Returns:
+      ``(params to sample with (the EMA when kept and asked for), fit_info)``.
+    """
+    t0 = time.perf_counter()
+    state, history = run_training(step, state, num_steps=num_steps, key=key, run_dir=run_dir,
+                                  checkpoint_every=int(settings["checkpoint_every"]),
+                                  checkpoint_seconds=settings["checkpoint_seconds"], resume=resume, progress=progress,
+                                  desc=desc, log_every=int(settings["log_every"]),
+                                  stop_fn=early_stop(t0, max_seconds, stop_after_steps))
+    seconds = time.perf_counter() - t0
+    use_ema = settings["ema_decay"] is not None and bool(settings["sample_with_ema"])
+    done = int(state.step)
+    info = {"steps": done, "batch_size": batch, "train_seconds": round(seconds, 3),
+            "steps_per_second": round(done / max(seconds, 1e-9), 3),
+            "final_loss": history[-1][1] if history else None,
+            "sampled_from": "ema" if use_ema else "params",
+            "history": [(int(i), m) for i, m in history[-20:]]}
+    return (state.ema if use_ema else state.params), info

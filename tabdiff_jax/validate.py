@@ -62,3 +62,34 @@ def in_choices(name: str, value: Any, choices: Iterable) -> Any:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def network_options(settings: dict) -> None:
+    """The options a diffusion model's network and optimiser share (TabDDPM, TabDiff): ``lr``,
+    ``weight_decay``, ``ema_decay`` (None or in (0, 1)), ``dropout`` (in [0, 1)), ``matmul_dtype``
+    (None, ``"float32"`` or ``"bfloat16"``); and the privacy options when ``epsilon`` is set."""
+    positive_float("lr", settings["lr"])
+    positive_float("weight_decay", settings["weight_decay"], allow_zero=True)
+    if settings["ema_decay"] is not None and not 0.0 < float(settings["ema_decay"]) < 1.0:
+        raise ConfigError(f"ema_decay must be in (0, 1) or None, got {settings['ema_decay']!r}")
+    if not 0.0 <= float(settings["dropout"]) < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {settings['dropout']!r}")
+    if settings["matmul_dtype"] not in (None, "bfloat16", "float32"):
+        raise ConfigError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {settings['matmul_dtype']!r}")
+    if settings.get("epsilon") is not None:  # None: no privacy (the default)
+        from tabdiff_jax.privacy.loop import check_private_options
+
+        check_private_options(settings)
+
+
+def fit_length(model: str, settings: dict, steps: Any, epochs: Any, batch_size: Any, rows: int) -> tuple[int, int]:
+    """``(steps, batch)`` of a step-counted fit (TabDDPM, TabDiff): fit's ``steps`` / ``batch_size`` over the
+    options, the batch at most ``rows``; ``epochs`` only plans a private run (``epsilon`` set)."""
+    if epochs is not None and settings.get("epsilon") is None:
+        raise ConfigError(f"{model} counts training steps, not epochs: use steps= (--steps); epochs= plans a "
+                          "private run (epsilon=)")
+    if epochs is not None and steps is not None:
+        raise ConfigError(f"{model}.fit: give at most one of epochs and steps")
+    num_steps = positive_int("steps", settings["steps"] if steps is None else steps, 0)
+    batch = positive_int("batch_size", settings["batch_size"] if batch_size is None else batch_size)
+    return num_steps, min(batch, int(rows))

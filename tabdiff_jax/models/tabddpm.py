@@ -52,8 +52,9 @@ from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout, split_target
 from tabdiff_jax.training import (
     arrays_to_tree,
+    early_stop,
     resolve_config,
-    run_training,
+    train_estimator,
     tree_to_arrays,
 )
 
@@ -87,19 +88,6 @@ def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_s
                                          mesh=mesh)
 
 
-def _early_stop(t0: float, max_seconds: Optional[float], stop_after_steps: Optional[int]):
-    """``stop_fn`` of :func:`tabdiff_jax.training.run_training` for fit's ``max_seconds`` and
-    ``stop_after_steps`` (``None`` when neither is given)."""
-    if max_seconds is None and stop_after_steps is None:
-        return None
-
-    def stop_fn(i, _state):
-        late = max_seconds is not None and time.perf_counter() - t0 > float(max_seconds)
-        return late or (stop_after_steps is not None and i >= int(stop_after_steps))
-
-    return stop_fn
-
-
 @register("tabddpm")
 class TabDDPM(Synthesizer):
     """TabDDPM: Gaussian diffusion for numbers, multinomial diffusion for categories, one MLP.
@@ -129,19 +117,8 @@ class TabDDPM(Synthesizer):
             validate.positive_int("num_sample_steps", s["num_sample_steps"])
             if s["num_sample_steps"] > s["num_timesteps"]:
                 raise ConfigError(f"num_sample_steps ({s['num_sample_steps']}) exceeds num_timesteps ({s['num_timesteps']})")
-        validate.positive_float("lr", s["lr"])
-        validate.positive_float("weight_decay", s["weight_decay"], allow_zero=True)
-        if s["ema_decay"] is not None and not 0.0 < float(s["ema_decay"]) < 1.0:
-            raise ConfigError(f"ema_decay must be in (0, 1) or None, got {s['ema_decay']!r}")
-        if not 0.0 <= float(s["dropout"]) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
         dm.DiffusionConfig(num_numeric=1, num_timesteps=int(s["num_timesteps"]), schedule=s["schedule"])  # validates
-        if s["matmul_dtype"] not in (None, "bfloat16", "float32"):
-            raise ConfigError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {s['matmul_dtype']!r}")
-        if s["epsilon"] is not None:  # None: no privacy (the default)
-            from tabdiff_jax.privacy.loop import check_private_options
-
-            check_private_options(s)
+        validate.network_options(s)  # lr, weight_decay, ema_decay, dropout, matmul_dtype, privacy
         super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
         self._postprocess = None
 
@@ -164,16 +141,9 @@ class TabDDPM(Synthesizer):
         ``stop_after_steps`` stops (and checkpoints) early, as an interruption would."""
         s = self.settings
         private = s["epsilon"] is not None
-        if epochs is not None and not private:
-            raise ConfigError("TabDDPM counts training steps, not epochs: use steps= (--steps); epochs= plans a "
-                              "private run (epsilon=)")
-        if epochs is not None and steps is not None:
-            raise ConfigError("TabDDPM.fit: give at most one of epochs and steps")
-        num_steps = validate.positive_int("steps", s["steps"] if steps is None else steps, 0)
         layout = encoded.layout
         feats, y = split_target(encoded) if layout.task == "classification" else (encoded, None)
-        n = feats.num_rows
-        batch = min(validate.positive_int("batch_size", s["batch_size"] if batch_size is None else batch_size), n)
+        num_steps, batch = validate.fit_length("TabDDPM", s, steps, epochs, batch_size, feats.num_rows)
         k_init, k_train = jax.random.split(key)
         config, graphdef, params = self._build(layout, k_init)
         if config.num_classes:
@@ -197,23 +167,11 @@ class TabDDPM(Synthesizer):
                                       mesh)
         state = init_train_state(params, optimizer, ema_decay)
         data, state = to_global((data, state), mesh)  # several processes: global replicated arrays
-        t0 = time.perf_counter()
-        stop_fn = _early_stop(t0, max_seconds, stop_after_steps)
-        state, history = run_training(lambda st, k: step(st, data, k), state, num_steps=num_steps, key=k_train,
-                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
-                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume,
-                                      progress=progress, desc="TabDDPM", log_every=int(s["log_every"]),
-                                      stop_fn=stop_fn)
-        seconds = time.perf_counter() - t0
-        use_ema = ema_decay is not None and bool(s["sample_with_ema"])
-        self._params = state.ema if use_ema else state.params
+        self._params, self.fit_info = train_estimator(
+            lambda st, k: step(st, data, k), state, s, num_steps=num_steps, key=k_train, run_dir=run_dir,
+            resume=resume, progress=progress, desc="TabDDPM", batch=batch, max_seconds=max_seconds,
+            stop_after_steps=stop_after_steps)
         self._postprocess = None
-        done = int(state.step)
-        self.fit_info = {"steps": done, "batch_size": batch, "train_seconds": round(seconds, 3),
-                         "steps_per_second": round(done / max(seconds, 1e-9), 3),
-                         "final_loss": history[-1][1] if history else None,
-                         "sampled_from": "ema" if use_ema else "params",
-                         "history": [(int(i), m) for i, m in history[-20:]]}
 
     def _fit_private(self, config, graphdef, params, data, key, label_key, *, batch, steps, epochs, run_dir, resume,
                      progress, max_seconds, stop_after_steps):
@@ -240,7 +198,7 @@ class TabDDPM(Synthesizer):
                                                  grad_clip=grad_clip),
             params, data, key, graphdef=graphdef, batch_size=batch, steps=steps, epochs=epochs,
             preprocessor=self.preprocessor, model_name="TabDDPM", run_dir=run_dir, resume=resume, progress=progress,
-            stop_fn=_early_stop(time.perf_counter(), max_seconds, stop_after_steps), released=released)
+            stop_fn=early_stop(time.perf_counter(), max_seconds, stop_after_steps), released=released)
         self._postprocess = None
 
     # ---------------------------------------------------------------------------- sampling

@@ -40,7 +40,7 @@ from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.sharding import auto_mesh, to_global
 from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout
-from tabdiff_jax.training import arrays_to_tree, resolve_config, run_training, tree_to_arrays
+from tabdiff_jax.training import arrays_to_tree, early_stop, resolve_config, train_estimator, tree_to_arrays
 
 # Chosen on Adult on 2 CPU cores (benchmarks/results/tabdiff_adult.json): TabDDPM's 256-256 MLP and
 # batch 1024 (the official 1024-wide MLP, batch 4096 and 8000 epochs do not fit a CPU's minutes), the
@@ -92,23 +92,12 @@ class TabDiff(Synthesizer):
             if name != "sample_chunk_size" or s[name] is not None:
                 validate.positive_int(name, s[name], 0 if name == "steps" else 1)
         validate.positive_int("num_sample_steps", s["num_sample_steps"], 2)
-        validate.positive_float("lr", s["lr"])
-        validate.positive_float("weight_decay", s["weight_decay"], allow_zero=True)
         validate.positive_float("cat_weight", s["cat_weight"], allow_zero=True)
         td.TabDiffConfig(num_numeric=1, time_input=s["time_input"])  # validates
-        if s["ema_decay"] is not None and not 0.0 < float(s["ema_decay"]) < 1.0:
-            raise ConfigError(f"ema_decay must be in (0, 1) or None, got {s['ema_decay']!r}")
-        if not 0.0 <= float(s["dropout"]) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
-        if s["matmul_dtype"] not in (None, "bfloat16", "float32"):
-            raise ConfigError(f"matmul_dtype must be None, 'float32' or 'bfloat16', got {s['matmul_dtype']!r}")
         for name in ("anneal_num_weight", "learn_schedule", "correction", "stochastic", "sample_with_ema"):
             if not isinstance(s[name], (bool, np.bool_)):
                 raise ConfigError(f"{name} must be True or False, got {s[name]!r}")
-        if s["epsilon"] is not None:  # None: no privacy (the default)
-            from tabdiff_jax.privacy.loop import check_private_options
-
-            check_private_options(s)
+        validate.network_options(s)  # lr, weight_decay, ema_decay, dropout, matmul_dtype, privacy
         super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
         self._postprocess = None
 
@@ -132,14 +121,7 @@ class TabDiff(Synthesizer):
         (and checkpoints) early, as an interruption would."""
         s = self.settings
         private = s["epsilon"] is not None
-        if epochs is not None and not private:
-            raise ConfigError("TabDiff counts training steps, not epochs: use steps= (--steps); epochs= plans a "
-                              "private run (epsilon=)")
-        if epochs is not None and steps is not None:
-            raise ConfigError("TabDiff.fit: give at most one of epochs and steps")
-        num_steps = validate.positive_int("steps", s["steps"] if steps is None else steps, 0)
-        n = encoded.num_rows
-        batch = min(validate.positive_int("batch_size", s["batch_size"] if batch_size is None else batch_size), n)
+        num_steps, batch = validate.fit_length("TabDiff", s, steps, epochs, batch_size, encoded.num_rows)
         k_init, k_train = jax.random.split(key)
         config, graphdef, params = self._build(encoded.layout, k_init)
         data = td.TableBatch(jnp.asarray(encoded.numeric, jnp.float32), jnp.asarray(encoded.categorical, jnp.int32))
@@ -156,29 +138,14 @@ class TabDiff(Synthesizer):
                                       bool(s["anneal_num_weight"]), mesh)
         state = init_train_state(params, optimizer, ema_decay)
         data, state = to_global((data, state), mesh)
-        t0 = time.perf_counter()
-        stop_fn = None
-        if max_seconds is not None or stop_after_steps is not None:
-            def stop_fn(i, _state):
-                late = max_seconds is not None and time.perf_counter() - t0 > float(max_seconds)
-                return late or (stop_after_steps is not None and i >= int(stop_after_steps))
-        state, history = run_training(lambda st, k: step(st, data, k), state, num_steps=num_steps, key=k_train,
-                                      run_dir=run_dir, checkpoint_every=int(s["checkpoint_every"]),
-                                      checkpoint_seconds=s["checkpoint_seconds"], resume=resume, progress=progress,
-                                      desc="TabDiff", log_every=int(s["log_every"]), stop_fn=stop_fn)
-        seconds = time.perf_counter() - t0
-        use_ema = ema_decay is not None and bool(s["sample_with_ema"])
-        self._params = state.ema if use_ema else state.params
+        self._params, self.fit_info = train_estimator(
+            lambda st, k: step(st, data, k), state, s, num_steps=num_steps, key=k_train, run_dir=run_dir,
+            resume=resume, progress=progress, desc="TabDiff", batch=batch, max_seconds=max_seconds,
+            stop_after_steps=stop_after_steps)
         self._postprocess = None
-        done = int(state.step)
         rho, k = nnx.merge(graphdef, self._params).exponents(config)
-        self.fit_info = {"steps": done, "batch_size": batch, "train_seconds": round(seconds, 3),
-                         "steps_per_second": round(done / max(seconds, 1e-9), 3),
-                         "final_loss": history[-1][1] if history else None,
-                         "sampled_from": "ema" if use_ema else "params",
-                         "rho": [round(float(r), 4) for r in np.asarray(rho)],
-                         "k": [round(float(v), 4) for v in np.asarray(k)],
-                         "history": [(int(i), m) for i, m in history[-20:]]}
+        self.fit_info.update(rho=[round(float(r), 4) for r in np.asarray(rho)],
+                             k=[round(float(v), 4) for v in np.asarray(k)])
 
     def _fit_private(self, config, graphdef, params, data, key, *, batch, steps, epochs, run_dir, resume, progress,
                      max_seconds, stop_after_steps):
@@ -195,16 +162,13 @@ class TabDiff(Synthesizer):
         frozen = {k: v for k, v in params.items() if k != "denoiser"} if s["clipping"] == "ghost" else {}
         trained = {k: v for k, v in params.items() if k not in frozen}
         grad_clip = None if s["grad_clip"] is None else float(s["grad_clip"])
-        early = stop_after_steps is not None or max_seconds is not None
-        t0 = time.perf_counter()
         trained, self.fit_info = fit_private_estimator(
             s, td.dpsgd_loss_fn(config),
             lambda total: make_annealed_adamw(float(s["lr"]), float(s["weight_decay"]), num_steps=total,
                                               grad_clip=grad_clip),
             trained, data, key, graphdef=graphdef, batch_size=batch, steps=steps, epochs=epochs,
             preprocessor=self.preprocessor, model_name="TabDiff", run_dir=run_dir, resume=resume, progress=progress,
-            stop_fn=(lambda i, _s: (max_seconds is not None and time.perf_counter() - t0 > float(max_seconds))
-                     or (stop_after_steps is not None and i >= int(stop_after_steps))) if early else None,
+            stop_fn=early_stop(time.perf_counter(), max_seconds, stop_after_steps),
             static_state=(frozen,) if frozen else ())
         self._params = {**frozen, **trained}
         self._postprocess = None
