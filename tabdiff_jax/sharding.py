@@ -67,6 +67,12 @@ def round_up(value: int, mesh: Optional[Mesh]) -> int:
     return int(value) if mesh is None else -(-int(value) // mesh.size) * mesh.size
 
 
+def round_down(value: int, mesh: Optional[Mesh]) -> int:
+    """``value`` rounded down to a multiple of the mesh's device count, at least one row per device
+    (unchanged without a mesh)."""
+    return int(value) if mesh is None else max(mesh.size, int(value) - int(value) % mesh.size)
+
+
 def constrain_rows(tree: Any, mesh: Optional[Mesh]) -> Any:
     """Inside jit: ask for every array leaf of ``tree`` to be split by rows over ``mesh``.
 

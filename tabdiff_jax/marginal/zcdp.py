@@ -45,6 +45,18 @@ def exponential_epsilon(rho: float) -> float:
     return math.sqrt(8.0 * float(rho))
 
 
+def _bisect(below, lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)`` after ``_ITERS`` halvings of the bracket of the point where ``below(x)`` (true at
+    ``lo``, false at ``hi``) turns false."""
+    for _ in range(_ITERS):
+        mid = (lo + hi) / 2.0
+        if below(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
 def cdp_delta(rho: float, epsilon: float) -> float:
     """The smallest ``delta`` for which ``rho``-zCDP implies ``(epsilon, delta)``-DP (CKS 2020)."""
     rho, epsilon = float(rho), float(epsilon)
@@ -52,13 +64,9 @@ def cdp_delta(rho: float, epsilon: float) -> float:
         raise ConfigError(f"cdp_delta needs rho >= 0 and epsilon >= 0, got rho={rho}, epsilon={epsilon}")
     if rho == 0:
         return 0.0
-    lo, hi = 1.01, (epsilon + 1.0) / (2.0 * rho) + 2.0  # the optimum is below hi; lo avoids alpha -> 1
-    for _ in range(_ITERS):
-        alpha = (lo + hi) / 2.0
-        if (2.0 * alpha - 1.0) * rho - epsilon + math.log1p(-1.0 / alpha) < 0:  # d/d alpha of the log
-            lo = alpha
-        else:
-            hi = alpha
+    # d/d alpha of the log is negative below the optimum, which lies below hi; lo avoids alpha -> 1
+    lo, hi = _bisect(lambda a: (2.0 * a - 1.0) * rho - epsilon + math.log1p(-1.0 / a) < 0,
+                     1.01, (epsilon + 1.0) / (2.0 * rho) + 2.0)
     alpha = (lo + hi) / 2.0  # any alpha > 1 gives a valid bound: an inexact optimum only raises delta
     log_delta = (alpha - 1.0) * (alpha * rho - epsilon) + alpha * math.log1p(-1.0 / alpha) - math.log(alpha - 1.0)
     return min(math.exp(min(log_delta, 0.0)), 1.0)
@@ -69,14 +77,8 @@ def cdp_epsilon(rho: float, delta: float) -> float:
     rho, delta = float(rho), float(delta)
     if rho < 0 or not 0 < delta <= 1:
         raise ConfigError(f"cdp_epsilon needs rho >= 0 and delta in (0, 1], got rho={rho}, delta={delta}")
-    lo, hi = 0.0, rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)) + 1.0  # the classic bound is above
-    for _ in range(_ITERS):
-        mid = (lo + hi) / 2.0
-        if cdp_delta(rho, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    hi = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)) + 1.0  # the classic bound is above
+    return _bisect(lambda e: cdp_delta(rho, e) > delta, 0.0, hi)[1]
 
 
 def cdp_rho(epsilon: float, delta: float) -> float:
@@ -90,14 +92,8 @@ def cdp_rho(epsilon: float, delta: float) -> float:
         raise ConfigError(f"epsilon must be a positive number, got {epsilon!r}")
     if not 0 < delta < 1:
         raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
-    lo, hi = 0.0, epsilon + 1.0  # rho >= epsilon gives delta >= ... > target for any useful delta
-    for _ in range(_ITERS):
-        mid = (lo + hi) / 2.0
-        if cdp_delta(mid, epsilon) <= delta:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    # rho >= epsilon gives delta >= ... > target for any useful delta
+    return _bisect(lambda r: cdp_delta(r, epsilon) <= delta, 0.0, epsilon + 1.0)[0]
 
 
 class Ledger:

@@ -47,7 +47,7 @@ from tabdiff_jax.diffusion import samplers
 from tabdiff_jax.diffusion import tabddpm as dm
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, to_global
+from tabdiff_jax.sharding import auto_mesh, round_down, to_global
 from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout, split_target
 from tabdiff_jax.training import (
@@ -160,8 +160,7 @@ class TabDDPM(Synthesizer):
                                      epochs=epochs, run_dir=run_dir, resume=resume, progress=progress,
                                      max_seconds=max_seconds, stop_after_steps=stop_after_steps)
         mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
-        if mesh is not None:
-            batch = max(mesh.size, batch - batch % mesh.size)  # rows must split evenly over the devices
+        batch = round_down(batch, mesh)  # rows must split evenly over the devices
         optimizer, step = _train_step(graphdef, config, batch, ema_decay, float(s["lr"]), float(s["weight_decay"]),
                                       max(num_steps, 1), None if s["grad_clip"] is None else float(s["grad_clip"]),
                                       mesh)

@@ -37,7 +37,7 @@ from tabdiff_jax.diffusion import tabdiff_sampler as tds
 from tabdiff_jax.diffusion.tabddpm import make_annealed_adamw
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.models.base import Synthesizer, register
-from tabdiff_jax.sharding import auto_mesh, to_global
+from tabdiff_jax.sharding import auto_mesh, round_down, to_global
 from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout
 from tabdiff_jax.training import arrays_to_tree, early_stop, resolve_config, train_estimator, tree_to_arrays
@@ -131,8 +131,7 @@ class TabDiff(Synthesizer):
                                      epochs=epochs, run_dir=run_dir, resume=resume, progress=progress,
                                      max_seconds=max_seconds, stop_after_steps=stop_after_steps)
         mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
-        if mesh is not None:
-            batch = max(mesh.size, batch - batch % mesh.size)  # rows must split evenly over the devices
+        batch = round_down(batch, mesh)  # rows must split evenly over the devices
         optimizer, step = _train_step(graphdef, config, batch, ema_decay, float(s["lr"]), float(s["weight_decay"]),
                                       max(num_steps, 1), None if s["grad_clip"] is None else float(s["grad_clip"]),
                                       bool(s["anneal_num_weight"]), mesh)
