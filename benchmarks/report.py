@@ -69,6 +69,11 @@ def gpu_speed_section() -> list[str]:
                   f"on this GPU), PyTorch \"{m.get('torch_matmul_precision', '?')}\". PyTorch's timers are read after "
                   "`synchronize()`; ours include copying the sampled rows to the host.", ""]
         out += speed_table({k: s[k] for k in ("train", "sample") if k in s}, cpu_time=False)
+        if any("matmul_precision" not in r for r in s.get("sample", [])):
+            out += ["", "The sampling rows were measured with XLA's default (TF32) products on both sides. That run also "
+                        "showed TF32 moving sampled numbers by up to 1e-3 (relative) between chunk sizes, breaking the "
+                        "sampling contract on the GPU; sampling has since been compiled with float32 products "
+                        "(`tabdiff_jax.sampling.SAMPLING_MATMUL_PRECISION`), and these rows are not re-measured yet."]
         for e in s.get("errors", []):
             out += ["", f"Not measured: {e['task']} {e['net']} T = {e['T']} batch {e['batch']:,} ({e['error'][:100]})."]
     for mm in millions:

@@ -346,12 +346,26 @@ def compare(ours_run, torch_run, *, repeats, min_block_s, monitor, torch_cap=Non
 
 def bench_case(data, task, net, T, batch, args, monitor, clock) -> dict:
     """One row of the comparison: ``task`` is "train" (per step) or "sample" (per full chain)."""
+    import jax
+    import torch
+
+    from tabdiff_jax.sampling import SAMPLING_MATMUL_PRECISION
+
     pair, load0 = Pair(data, net, T, torch_device=args.torch_device), load_now()
     runs = (pair.ours_train(batch), pair.torch_train(batch)) if task == "train" else \
         (pair.ours_sample(batch), pair.torch_sample(batch))
-    c = compare(*runs, repeats=args.repeats, min_block_s=args.min_block_s, monitor=monitor,
-                torch_cap=T if task == "sample" else None, max_case_s=args.max_case_s, compile_clock=clock,
-                steady_estimate=True)
+    before = torch.get_float32_matmul_precision()
+    if task == "sample" and not args.torch_matmul_precision:  # ours samples with float32 products: so does torch
+        torch.set_float32_matmul_precision("highest" if SAMPLING_MATMUL_PRECISION == "float32" else before)
+    precision = {"ours": SAMPLING_MATMUL_PRECISION if task == "sample" else
+                 str(getattr(jax.config, "jax_default_matmul_precision", None)),
+                 "torch": torch.get_float32_matmul_precision()}
+    try:
+        c = compare(*runs, repeats=args.repeats, min_block_s=args.min_block_s, monitor=monitor,
+                    torch_cap=T if task == "sample" else None, max_case_s=args.max_case_s, compile_clock=clock,
+                    steady_estimate=True)
+    finally:
+        torch.set_float32_matmul_precision(before)
     rows = 1 if task == "train" else batch  # steps/s or rows/s
     scale = 1 if task == "train" else T  # a full PyTorch chain from its per-step time
     row = dict(task=task, net="-".join(map(str, net)), T=T, batch=batch, ours_ms=1e3 * c["ours_s"],
@@ -360,7 +374,7 @@ def bench_case(data, task, net, T, batch, args, monitor, clock) -> dict:
                speedup_cpu_time=scale * c["torch_cpu_s"] / c["ours_cpu_s"],
                ours_cpu_ms=1e3 * c["ours_cpu_s"], torch_cpu_ms=1e3 * scale * c["torch_cpu_s"],
                compile_s=c["compile_s"], first_call_s=c["first_s"], units_per_block=[c["k_ours"], c["k_torch"]],
-               repeats=c["repeats"], load_before=load0, load_after=load_now())
+               repeats=c["repeats"], load_before=load0, load_after=load_now(), matmul_precision=precision)
     if task == "sample":
         row["torch_steps_timed"] = c["k_torch"]
     unit = "steps/s" if task == "train" else "rows/s"

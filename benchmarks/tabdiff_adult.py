@@ -30,6 +30,15 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "tabdiff_adult.json"
 
 
+def load_adult() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Adult's train and test splits: ../shared/data where it exists, else the copy bundled in the package."""
+    if (DATA / "adult_train.csv").exists():
+        return pd.read_csv(DATA / "adult_train.csv"), pd.read_csv(DATA / "adult_test.csv")
+    from tabdiff_jax import datasets
+
+    return datasets.load("adult")
+
+
 def education_mapping_share(real: pd.DataFrame, syn: pd.DataFrame) -> float:
     """Share of synthetic rows whose (education, education-num) pair occurs in the real table."""
     pairs = set(zip(real["education"].astype(str), real["education-num"].astype(float)))
@@ -50,7 +59,7 @@ def speed(rows: int = 8192, repeats: int = 3, hidden_dims=(256, 256)) -> dict:
     from tabdiff_jax.state import split_params
     from tabdiff_jax.table import split_target
 
-    train = pd.read_csv(DATA / "adult_train.csv")
+    train, _ = load_adult()
     pre = Preprocessor(numeric="quantile").fit(train, target="income")
     feats, y = split_target(pre.encode(train))
     probs = np.bincount(np.asarray(y)) / len(y)
@@ -98,7 +107,7 @@ def quality(options: dict, steps, max_seconds, seed: int, threads: int, compare_
             save: str = None) -> dict:
     from tabdiff_jax.models.tabdiff import TabDiff
 
-    train, test = pd.read_csv(DATA / "adult_train.csv"), pd.read_csv(DATA / "adult_test.csv")
+    train, test = load_adult()
     model = TabDiff(**options)
     load0 = os.getloadavg()
     t0 = time.perf_counter()

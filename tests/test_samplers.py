@@ -152,3 +152,24 @@ def test_a_million_rows_in_bounded_chunks():
     out = samplers.sample(p, g, cfg, jax.random.key(0), 1_000_000, chunk_size=65_536, num_sample_steps=5)
     assert out.x_num.shape == (1_000_000, 2) and np.all(np.isfinite(out.x_num))
     _check_categories(out.x_cat, PI)
+
+
+def test_sampling_chunks_are_compiled_with_float32_matmuls():
+    """The contract's chunks trace under float32 matrix products (a GPU's TF32 default rounds by shape),
+    and a product of a chunk equals NumPy's float64 product to float32 rounding."""
+    from tabdiff_jax.sampling import row_keys, sample_rows
+
+    seen = []
+    w = jax.random.normal(jax.random.key(3), (64, 64))
+
+    def make_chunk(size, mesh):
+        def chunk(start, _):
+            seen.append(str(jax.config.jax_default_matmul_precision))
+            x = jax.vmap(lambda k: jax.random.normal(k, (64,)))(row_keys(jax.random.key(0), start, size))
+            return x, x @ w
+        return jax.jit(chunk)
+
+    x, y = sample_rows(make_chunk, 40, chunk_size=16, mesh=None)
+    assert seen and all(s == "float32" for s in seen)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ np.asarray(w, np.float64), rtol=1e-5, atol=1e-5)
+    assert jax.config.jax_default_matmul_precision is None  # restored after sampling
