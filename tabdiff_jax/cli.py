@@ -202,12 +202,11 @@ def cmd_fit(args) -> int:
     if not primary:
         return 0
     line = f"fitted {args.model} on {len(df)} rows in {time.perf_counter() - t0:.1f} s -> {args.out}"
-    if "epsilon_spent" in model.fit_info:
-        line += f" (epsilon spent {model.fit_info['epsilon_spent']:.3f} of {model.fit_info.get('epsilon')})"
     from tabdiff_jax.preprocess.inference import summary
+    from tabdiff_jax.privacy.preprocessing import budget_summary
 
-    inferred = summary(model.fit_info.get("inferred"))
-    print(line + (f"\ninferred: {inferred}" if inferred else ""))
+    inferred, budget = summary(model.fit_info.get("inferred")), budget_summary(model.fit_info)
+    print(line + (f"\ninferred: {inferred}" if inferred else "") + (f"\n{budget}" if budget else ""))
     return 0
 
 

@@ -99,9 +99,13 @@ def _fit_and_sample_from_cli(capsys, tmp_path, data, model, n=64):
     import pandas as pd
 
     run = tmp_path / f"run-{model}"
-    code, _, err = _run(capsys, "fit", str(data), "--model", model, "--target", "income", "--out", str(run),
-                        "--no-progress", *CLI_MODEL_ARGS[model])
+    code, out, err = _run(capsys, "fit", str(data), "--model", model, "--target", "income", "--out", str(run),
+                          "--no-progress", *CLI_MODEL_ARGS[model])
     assert code == 0, err
+    if "--epsilon" in CLI_MODEL_ARGS[model]:  # no public bounds given: the CLI names what was learned outside
+        assert "privacy: epsilon" in out and "learned OUTSIDE the budget: age: bounds" in out, out
+    else:
+        assert "privacy:" not in out
     out = tmp_path / f"{model}.parquet"
     code, _, err = _run(capsys, "sample", str(run), "-n", str(n), "-o", str(out), "--seed", "3")
     assert code == 0, err

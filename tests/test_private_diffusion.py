@@ -120,7 +120,7 @@ def test_cli_private_tabddpm_spends_at_most_its_target_calibrated_as_dp_accounti
     out, err = capsys.readouterr()
     assert code == 0, err
     info = json.loads((run / "run.json").read_text())
-    assert f"epsilon spent {info['epsilon_spent']:.3f} of 2.0" in out
+    assert f"privacy: epsilon {info['epsilon_spent']:.3f} spent of 2 (delta 1e-05); nothing learned" in out
     assert info["private"] and info["preprocessing"]["private"] and not info["preprocessing"]["data_dependent"]
     assert info["steps"] == info["planned_steps"] == 12 and info["clipping"] == "ghost"
     n, q, sigma = 240, info["sampling_rate"], info["noise_multiplier"]

@@ -348,18 +348,12 @@ class DPGAN(GANSynthesizer):
 
     def _private_setup(self, gen_def, critic_def, layout, config, critic_tx, n, critic_steps, *,
                        expected_batch, mesh=None):
-        import warnings
-
         from tabdiff_jax.gan.private import make_private_critic_update, private_capacity
-        from tabdiff_jax.privacy import BudgetTracker, plan_privacy
+        from tabdiff_jax.privacy import BudgetTracker, audit_preprocessing, plan_privacy
 
         s = self.settings
-        leaked = self.preprocessor.data_dependent()
-        self._leaked = {k: v for k, v in leaked.items() if v}
-        if self._leaked:
-            warnings.warn("DPGAN: the preprocessor learned from the private table, outside the privacy budget: "
-                          + "; ".join(f"{k}: {', '.join(v)}" for k, v in self._leaked.items())
-                          + " (pass public_bounds / public_categories to fit)", stacklevel=4)
+        self._audit = audit_preprocessing(self.preprocessor, "DPGAN")  # warns about what was learned outside
+        self._leaked = self._audit["data_dependent"]
         if critic_steps == 0:  # nothing trained, nothing spent (an untrained baseline)
             self._plan = self._tracker = None
             return None, None, None
@@ -387,11 +381,11 @@ class DPGAN(GANSynthesizer):
         plan, s = self._plan, self.settings
         if plan is None:
             return {"epsilon": float(s["epsilon"]), "delta": float(s["delta"]), "epsilon_spent": 0.0,
-                    "privacy": {"private_steps": 0, "learned_from_data": self._leaked}}
+                    "preprocessing": self._audit, "privacy": {"private_steps": 0, "learned_from_data": self._leaked}}
         shares = self._shares if self._blocks else {}  # the class shares' release, composed with DP-SGD's
         spent = self._tracker.epsilon_spent(critic_steps) + shares.get("column_shares", {}).get("epsilon", 0.0)
         return {"epsilon": float(s["epsilon"]), "delta": float(s["delta"]), "epsilon_spent": spent,
-                "privacy": {**shares, "noise_multiplier": plan.noise_multiplier, "sampling_rate": plan.sampling_rate,
+                "preprocessing": self._audit, "privacy": {**shares, "noise_multiplier": plan.noise_multiplier, "sampling_rate": plan.sampling_rate,
                             "l2_clip": float(self.settings["l2_clip"]), "private_steps": critic_steps,
                             "planned_steps": plan.steps, "accountant": plan.accountant,
                             "accountant_delta": plan.accountant_delta, "truncation_delta": plan.truncation_delta,

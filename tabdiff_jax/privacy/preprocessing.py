@@ -37,3 +37,22 @@ def audit_preprocessing(preprocessor, model_name: str) -> dict:
             "private pipeline.")
     warnings.warn(f"{model_name}: {note}", PrivacyWarning, stacklevel=3)
     return {"data_dependent": facts, "private": False, "note": note}
+
+
+def budget_summary(fit_info: dict) -> str | None:
+    """One line on a private fit's budget for the CLI: epsilon spent of the target, and what (if anything)
+    was learned from the private table outside it; None for a model that is not private."""
+    if fit_info.get("epsilon") is None:
+        return None
+    spent = fit_info.get("epsilon_spent")
+    line = (f"privacy: epsilon {'?' if spent is None else f'{float(spent):.3f}'} spent of {float(fit_info['epsilon']):g}"
+            f" (delta {fit_info.get('delta')})")
+    audit = fit_info.get("preprocessing")
+    if not isinstance(audit, dict):
+        return line + "; what preprocessing learned from the data is not recorded"
+    facts = audit.get("data_dependent") or {}
+    if not facts:
+        return line + "; nothing learned from the private table outside the budget"
+    listed = "; ".join(f"{col}: {', '.join(f)}" for col, f in facts.items())
+    return (line + f"; learned OUTSIDE the budget: {listed} (pass --public-bounds / --public-categories with "
+            "--numeric minmax for a fully private run)")
