@@ -31,12 +31,12 @@ import pandas as pd
 
 from tabdiff_jax.io import write_json
 
+from private import PUBLIC_BOUNDS  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "private_tabddpm.json"
 TARGET = "income"
-PUBLIC_BOUNDS = {"age": (17, 90), "fnlwgt": (0, 1.5e6), "education-num": (1, 16), "capital-gain": (0, 100000),
-                 "capital-loss": (0, 4500), "hours-per-week": (1, 99)}
 TABLEDIFFUSION_EPS1_PUBLIC = 0.534  # issue 17: TableDiffusion, same footing, epsilon 1, seed 0 (2026-11-29)
 PRIVACY_KEYS = ("epsilon", "delta", "noise_multiplier", "sampling_rate", "steps", "planned_steps", "epsilon_spent",
                 "accountant", "accountant_delta", "truncation_delta", "l2_clip", "expected_batch_size", "clipping",
