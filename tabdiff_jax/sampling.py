@@ -196,20 +196,44 @@ def rejection_sample(draw: Callable[[int, int], Any], n: int, accept: Callable[[
     if cap < n:
         raise ConfigError(f"max_candidates ({cap}) must be at least n ({n})")
     block = min(cap, 1 << max(8, int(np.ceil(np.log2(2 * n)))))  # a power of two: few distinct compiles
-    kept, found, tried = [], 0, 0
-    while found < n and tried < cap:
+    windows = [raw for _, raw in accepted_windows(draw, accept, start=0, stop=n, size=n, block=block, cap=cap,
+                                                  describe=describe)]
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *windows)
+
+
+def accepted_windows(draw: Callable[[int, int], Any], accept: Callable[[Any], np.ndarray], *, start: int, stop: int,
+                     size: int, block: int, cap: int, describe: str):
+    """``(first, rows)`` of accepted candidates ``start .. stop - 1`` (numbered in acceptance order) cut on
+    the grid of ``size``: the one rejection loop of :func:`rejection_sample` and of streamed sampling
+    (:mod:`tabdiff_jax.generate`). Candidates are drawn from row 0 in blocks of ``block`` rows, at most
+    ``cap`` of them; memory holds a block and at most one window of accepted rows.
+
+    Raises:
+      ConfigError: the first ``cap`` candidates hold fewer than ``stop`` accepted rows.
+    """
+    found = tried = 0  # accepted candidates so far (their global row numbers), candidates drawn
+    row, buf = start, None  # first row not yet yielded; accepted rows from ``row`` on
+    while row < stop:
+        if tried >= cap:
+            raise ConfigError(f"condition {describe}: the model generates it in {found / max(tried, 1):.3%} of rows "
+                              f"({found} of {tried} candidates), too rare for {stop} rows within {cap} candidates; "
+                              "pass max_candidates= or use a conditional model (TabDDPM, CGAN, CTGAN)")
         count = min(block, cap - tried)
         rows = draw(tried, count)
-        mask = np.asarray(accept(rows), bool)
-        take = np.flatnonzero(mask)[: n - found]
-        kept.append(jax.tree.map(lambda x: np.asarray(x)[take], rows))
-        found, tried = found + len(take), tried + count
-    if found < n:
-        rate = found / max(tried, 1)
-        raise ConfigError(f"condition {describe}: the model generates it in {rate:.3%} of rows ({found} of {tried} "
-                          f"candidates), too rare for {n} rows within {cap} candidates; pass max_candidates= or "
-                          "use a conditional model (TabDDPM, CGAN, CTGAN)")
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *kept)
+        tried += count
+        take = np.flatnonzero(np.asarray(accept(rows), bool))
+        have = row + (0 if buf is None else len(jax.tree.leaves(buf)[0]))  # the next accepted row to keep
+        keep = take[max(0, have - found): max(0, stop - found)]
+        found += len(take)
+        if len(keep):
+            got = jax.tree.map(lambda x: np.asarray(x)[keep], rows)
+            buf = got if buf is None else jax.tree.map(lambda x, y: np.concatenate([x, y]), buf, got)
+        while buf is not None and row < stop:
+            need = min((row // size + 1) * size, stop) - row
+            if len(jax.tree.leaves(buf)[0]) < need:
+                break
+            yield row, jax.tree.map(lambda x: x[:need], buf)
+            buf, row = jax.tree.map(lambda x: x[need:], buf), row + need
 
 
 def cached_chunk(holder: Any, size: int, mesh: Any, owners: tuple, build: Callable[[], Callable]) -> Callable:

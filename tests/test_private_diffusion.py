@@ -249,10 +249,13 @@ def test_private_tabdiff_spends_at_most_its_target_and_keeps_its_schedule(tmp_pa
         model = TabDiff(**opts).fit(df, target="label", seed=0, progress=False, run_dir=tmp_path / "run",
                                     public_bounds=PUBLIC_BOUNDS, public_categories=PUBLIC_CATEGORIES)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["private"] and info["steps"] == 10 and info["clipping"] == "ghost" and not info["released"]
+    assert info["private"] and info["steps"] == 10 and info["clipping"] == "ghost"
     assert info["preprocessing"]["private"] and not info["schedule_learned"]
+    label = info["released"]["label_frequencies"]  # the label prior of sampling: 2% of the budget, as TabDDPM
+    assert label["epsilon"] == pytest.approx(0.04) and info["dpsgd_epsilon"] == pytest.approx(1.96)
     spent = _independent_epsilon(info["noise_multiplier"], info["sampling_rate"], 10, info["accountant_delta"])
-    assert spent == pytest.approx(info["epsilon_spent"], rel=1e-9) and 0.99 * 2.0 <= spent <= 2.0
+    assert label["epsilon"] + spent == pytest.approx(info["epsilon_spent"], rel=1e-9)
+    assert 0.99 * 2.0 <= info["epsilon_spent"] <= 2.0
     fresh = TabDiff(**opts)._build(model._layout, jax.random.key(0))[2]
     np.testing.assert_array_equal(np.asarray(model._params["rho_raw"]), np.asarray(fresh["rho_raw"]))
     sample = load(tmp_path / "run").sample(20, seed=0)

@@ -19,7 +19,6 @@ from tabdiff_jax.generate.stream import (
     _frame,
     _positive,
     _Progress,
-    _stream,
     _table,
     arrow_schema,
     raw_batches,
@@ -153,7 +152,7 @@ def write_dataset(model, folder, n: int, *, seed: int = 0, rows_per_part: Option
     if start % size or (stop % size and stop != n):
         raise ConfigError(f"rows {start}:{stop} do not fall on parts of {size} rows; use multiples of {size} "
                           f"(or n={n} as STOP), e.g. {start // size * size}:{min(-(-stop // size) * size, n)}")
-    finish = _stream(model, n, seed, condition, kwargs)[2]
+    finish = model._candidate_stream(seed, condition, kwargs)[2]
     identity = _plain({"format": FORMAT, "run": model_fingerprint(model), "model": model.model_name, "seed": int(seed),
                        "n": int(n), "rows_per_part": size, "condition": condition or None,
                        "chunk_size": kwargs.get("chunk_size"),

@@ -3,7 +3,6 @@ parquet a row group per batch); see :mod:`tabdiff_jax.generate`."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -40,24 +39,6 @@ def part_range(part: int, of: int, n: int, rows_per_part: int) -> tuple[int, int
     return min(lo * rows_per_part, n), min(hi * rows_per_part, n)
 
 
-def _stream(model, n: int, seed: int, condition: Optional[dict], kwargs: dict):
-    """``(draw(start, count) -> raw rows, accept or None, finish(frame) -> frame)`` for ``model.sample(n,
-    seed, condition)`` (:func:`tabdiff_jax.conditioning.stream`)."""
-    import jax
-
-    from tabdiff_jax import conditioning
-
-    if not model.fitted:
-        raise ConfigError(f"{type(model).__name__} is not fitted: call fit() or load() first")
-    unknown = sorted(set(kwargs) - set(inspect.signature(model._sample_raw).parameters) - {"condition"})
-    if unknown:
-        raise ConfigError(f"{type(model).__name__}.sample does not take {', '.join(unknown)}")
-    key = jax.random.key(int(seed))
-    if not condition:
-        return (lambda s, c: model._sample_raw(s, c, key, **kwargs)), None, (lambda df: df)
-    return conditioning.stream(model, key, condition, kwargs)
-
-
 def _cut(raw, a: int, b: int) -> tuple:
     return tuple(np.asarray(x)[a:b] for x in raw)
 
@@ -67,11 +48,11 @@ def raw_batches(model, n: int, *, seed: int = 0, size: int, start: int = 0, stop
                 **kwargs) -> Iterator[tuple[int, tuple]]:
     """``(first row, raw arrays)`` of global rows ``start .. stop - 1``, cut on the grid of ``size``;
     never more than ``min(size, n)`` rows asked of the model at once."""
-    from tabdiff_jax.sampling import MIN_REJECTION_CANDIDATES
+    from tabdiff_jax.sampling import MIN_REJECTION_CANDIDATES, accepted_windows
 
     start, stop = check_range(n, start, stop)
     size = _positive("rows per batch", size)
-    draw, accept, _ = _stream(model, n, seed, condition, kwargs)
+    draw, accept, _ = model._candidate_stream(seed, condition, kwargs)
     count = min(size, n)
     if accept is None:
         from tabdiff_jax.collapse import ClassTally
@@ -88,29 +69,8 @@ def raw_batches(model, n: int, *, seed: int = 0, size: int, start: int = 0, stop
         return
     cap = max(100 * stop, MIN_REJECTION_CANDIDATES) if max_candidates is None else int(max_candidates)
     block = min(size, max(n, 1024))  # candidates per call: a batch at most, not a handful for a small n
-    found = tried = 0  # accepted candidates so far (their global row numbers), candidates drawn
-    row, buf = start, None  # first row not yet yielded; accepted rows from ``row`` on
-    while row < stop:
-        if tried >= cap:
-            what = ", ".join(f"{c}={v!r}" for c, v in condition.items())
-            raise ConfigError(f"condition {what}: the model generates it in {found / max(tried, 1):.3%} of rows "
-                              f"({found} of {tried} candidates), too rare for rows up to {stop}; pass "
-                              "max_candidates= or use a conditional model (TabDDPM, CGAN, CTGAN)")
-        rows = draw(tried, block)
-        tried += block
-        take = np.flatnonzero(np.asarray(accept(rows), bool))
-        have = row + (0 if buf is None else len(buf[0]))  # the next accepted row to keep
-        keep = take[max(0, have - found): max(0, stop - found)]
-        found += len(take)
-        if len(keep):
-            got = tuple(np.asarray(x)[keep] for x in rows)
-            buf = got if buf is None else tuple(np.concatenate([x, y]) for x, y in zip(buf, got))
-        while buf is not None and row < stop:
-            need = min((row // size + 1) * size, stop) - row
-            if len(buf[0]) < need:
-                break
-            yield row, _cut(buf, 0, need)
-            buf, row = _cut(buf, need, None), row + need
+    yield from accepted_windows(draw, accept, start=start, stop=stop, size=size, block=block, cap=cap,
+                                describe=", ".join(f"{c}={v!r}" for c, v in condition.items()))
 
 
 def _frame(model, first: int, raw, finish=None):
@@ -133,7 +93,7 @@ def sample_batches(model, n: int, *, seed: int = 0, rows_per_batch: Optional[int
     """
     size = DEFAULT_ROWS_PER_PART if rows_per_batch is None else _positive("rows_per_batch", rows_per_batch)
     check_range(n, start, stop)
-    finish = _stream(model, n, seed, condition, kwargs)[2]  # errors now, not at the first next()
+    finish = model._candidate_stream(seed, condition, kwargs)[2]  # errors now, not at the first next()
     raws = raw_batches(model, n, seed=seed, size=size, start=start, stop=stop, condition=condition,
                        max_candidates=max_candidates, **kwargs)
     return (_frame(model, first, raw, finish) for first, raw in raws)

@@ -30,56 +30,14 @@ from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.io import write_json, write_npz
 from tabdiff_jax.runs import read_run_json, read_run_npz
 
-MODEL_REGISTRY: dict[str, type["Synthesizer"]] = {}
-
-# Where each model lives: imported on first use only, so that `tabdiff-jax fit --model smote` does not
-# import (or compile anything of) the GAN family, and one model's import cost is not everyone's.
-MODEL_MODULES: dict[str, str] = {
-    "tabddpm": "tabdiff_jax.models.tabddpm",
-    "tabdiff": "tabdiff_jax.models.tabdiff",
-    "tablediffusion": "tabdiff_jax.models.tablediffusion",
-    "smote": "tabdiff_jax.models.smote",
-    "tvae": "tabdiff_jax.models.tvae",
-    "gan": "tabdiff_jax.models.gan",
-    "cgan": "tabdiff_jax.models.gan",
-    "wgan": "tabdiff_jax.models.gan",
-    "wgan-gp": "tabdiff_jax.models.gan",
-    "ctgan": "tabdiff_jax.models.gan",
-    "dpgan": "tabdiff_jax.models.gan",
-    "mst": "tabdiff_jax.models.marginal",
-    "aim": "tabdiff_jax.models.marginal",
-}
-MODEL_ALIASES = {"wgangp": "wgan-gp", "wgan_gp": "wgan-gp", "dp-gan": "dpgan", "dp_gan": "dpgan", "table-diffusion": "tablediffusion"}
-
-
-def register(name: str):
-    """Class decorator: make a model available to :func:`load` and ``tabdiff-jax fit --model NAME``."""
-
-    def wrap(cls):
-        cls.model_name = name
-        MODEL_REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def get_model_class(name: str) -> type["Synthesizer"]:
-    """The registered class for ``name``.
-
-    Raises:
-      ConfigError: no model of that name exists.
-    """
-    import importlib
-
-    key = str(name).lower()
-    key = MODEL_ALIASES.get(key, key)
-    if key not in MODEL_REGISTRY and key in MODEL_MODULES:
-        importlib.import_module(MODEL_MODULES[key])
-    cls = MODEL_REGISTRY.get(key)
-    if cls is None:
-        raise ConfigError(f"--model {name!r} does not exist; available: {', '.join(sorted(MODEL_MODULES))}")
-    return cls
-
+# The model registry lives in tabdiff_jax.models.registry; re-exported here, where models import it from.
+from tabdiff_jax.models.registry import (  # noqa: E402,F401
+    MODEL_ALIASES,
+    MODEL_MODULES,
+    MODEL_REGISTRY,
+    get_model_class,
+    register,
+)
 
 MIN_ROWS = 10  # fewer rows than this are refused by fit: nothing to learn a distribution from
 
@@ -256,28 +214,38 @@ class Synthesizer:
             inpainting), a missing value, or a value the column never had or cannot be encoded
             (named); a class too rare to reach ``n`` rows by rejection.
         """
-        if not self.fitted:
-            raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
-        n, key = int(n), jax.random.key(int(seed))
+        draw, accept, finish = self._candidate_stream(seed, condition, kwargs)
+        if accept is None:
+            raw = draw(0, int(n))
+            if condition is None:
+                from tabdiff_jax.collapse import check_one_class
+
+                check_one_class(self, raw[1])  # warns on one class of the target (rule: tabdiff_jax.collapse)
+        else:
+            from tabdiff_jax.sampling import rejection_sample
+
+            raw = rejection_sample(draw, int(n), accept, describe=", ".join(f"{c}={v!r}" for c, v in condition.items()),
+                                   max_candidates=max_candidates)
+        return finish(self._raw_frame(*raw)[self.columns])
+
+    def _candidate_stream(self, seed: int, condition: Optional[dict], kwargs: dict) -> tuple:
+        """``(draw(start, count) -> raw rows, accept or None, finish(frame) -> frame)`` of ``sample(n, seed=seed,
+        condition=condition, **kwargs)``, checked (fitted, keywords, condition) before any row is drawn; shared
+        with streamed sampling (:mod:`tabdiff_jax.generate`)."""
+        if not self.fitted:
+            raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         unknown = sorted(set(kwargs) - set(inspect.signature(self._sample_raw).parameters) - {"condition"})
         if unknown:
             hint = " (rows per compiled call is chunk_size=)" if "batch_size" in unknown else ""
             raise ConfigError(f"{type(self).__name__}.sample does not take {', '.join(unknown)}{hint}")
+        key = jax.random.key(int(seed))
         if condition is None:
-            raw = self._sample_raw(0, n, key, **kwargs)
-            from tabdiff_jax.collapse import check_one_class
+            return (lambda start, count: self._sample_raw(start, count, key, **kwargs)), None, (lambda df: df)
+        from tabdiff_jax import conditioning
 
-            check_one_class(self, raw[1])  # warns on one class of the target (rule: tabdiff_jax.collapse)
-            return self._raw_frame(*raw)[self.columns]
-        from tabdiff_jax import conditioning, sampling
-
-        draw, accept, finish = conditioning.stream(self, key, condition, kwargs)
-        raw = draw(0, n) if accept is None else sampling.rejection_sample(
-            draw, n, accept, describe=", ".join(f"{c}={v!r}" for c, v in condition.items()),
-            max_candidates=max_candidates)
-        return finish(self._raw_frame(*raw)[self.columns])
+        return conditioning.stream(self, key, condition, kwargs)
 
     def impute(self, df: pd.DataFrame, *, seed: int = 0, **kwargs) -> pd.DataFrame:
         """``df`` with its missing cells drawn given each row's observed cells, which stay untouched

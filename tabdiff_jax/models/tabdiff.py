@@ -16,7 +16,8 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
     stochastic (the sampler's churn), checkpoint_every, checkpoint_seconds, log_every,
     sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
     epsilon (None: not private, the default), delta, max_grad_norm, clipping, accountant (DP-SGD, as
-    TabDDPM's: :mod:`tabdiff_jax.privacy.loop`; see ``_fit_private``)
+    TabDDPM's: :mod:`tabdiff_jax.privacy.loop`; see ``_fit_private``; a private fit with a classification
+    target releases its class frequencies, as TabDDPM, and sampling draws each row's class from them)
 """
 
 from __future__ import annotations
@@ -66,9 +67,17 @@ def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_s
                                          num_steps=num_steps, anneal_num_weight=anneal, mesh=mesh)
 
 
+# fold_in constant of the per-row uniforms that draw a private model's class from its released prior ("LPRI")
+LABEL_DRAW = 0x4C505249
+
+
 @register("tabdiff")
 class TabDiff(Synthesizer):
     """TabDiff: learned-schedule Gaussian diffusion for numbers, masked diffusion for categories, one MLP.
+
+    Private (``epsilon=``) with a classification target, the class frequencies are released with 2% of
+    the budget, as TabDDPM's label prior; sampling draws each row's class from them and inpaints every
+    other column conditionally on it (a target the caller gives is kept).
 
     Example:
       >>> model = TabDiff(steps=2000).fit(df, target="income", seed=0)
@@ -100,6 +109,7 @@ class TabDiff(Synthesizer):
         validate.network_options(s)  # lr, weight_decay, ema_decay, dropout, matmul_dtype, privacy
         super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
         self._postprocess = None
+        self._class_probs = None  # released class frequencies of a private fit (None: the target is diffused)
 
     # ------------------------------------------------------------------------------ setup
     def _build(self, layout: TableLayout, key) -> tuple:
@@ -126,8 +136,10 @@ class TabDiff(Synthesizer):
         config, graphdef, params = self._build(encoded.layout, k_init)
         data = td.TableBatch(jnp.asarray(encoded.numeric, jnp.float32), jnp.asarray(encoded.categorical, jnp.int32))
         ema_decay = None if s["ema_decay"] is None else float(s["ema_decay"])
+        self._class_probs = None
         if private:
-            return self._fit_private(config, graphdef, params, data, k_train, batch=batch, steps=num_steps,
+            label_key = jax.random.fold_in(key, 0x4C41424C)  # "LABL": the label frequencies' noise, as TabDDPM
+            return self._fit_private(config, graphdef, params, data, k_train, label_key, batch=batch, steps=num_steps,
                                      epochs=epochs, run_dir=run_dir, resume=resume, progress=progress,
                                      max_seconds=max_seconds, stop_after_steps=stop_after_steps)
         mesh = auto_mesh()  # data parallelism over all local devices; None on a single device
@@ -146,18 +158,29 @@ class TabDiff(Synthesizer):
         self.fit_info.update(rho=[round(float(r), 4) for r in np.asarray(rho)],
                              k=[round(float(v), 4) for v in np.asarray(k)])
 
-    def _fit_private(self, config, graphdef, params, data, key, *, batch, steps, epochs, run_dir, resume, progress,
-                     max_seconds, stop_after_steps):
+    def _fit_private(self, config, graphdef, params, data, key, label_key, *, batch, steps, epochs, run_dir, resume,
+                     progress, max_seconds, stop_after_steps):
         """DP-SGD through the loop TabDDPM and TableDiffusion use (:func:`tabdiff_jax.privacy.loop.fit_dpsgd`) on
         :func:`tabdiff_jax.diffusion.tabdiff.dpsgd_loss_fn`: Poisson batches of expected size ``batch``, each
         row's gradient clipped to ``max_grad_norm``, noise calibrated for the planned ``steps`` (or ``epochs``).
-        Every column, the target included, is diffused, so nothing else is released. With book-keeping
+        Every column, the target included, is diffused; with a classification target its class frequencies
+        are also released by the Gaussian mechanism with ``LABEL_SHARE`` (2%) of ``epsilon`` and ``delta``
+        (:func:`tabdiff_jax.privacy.loop.private_frequencies`, as TabDDPM; DP-SGD gets the rest), and
+        sampling draws each row's class from them, inpainting the other columns given it. With book-keeping
         clipping (``clipping="ghost"``, the default) the schedule exponents ``rho``, ``k`` (not layers) stay
         at their initial values; ``clipping="vmap"`` learns them (``learn_schedule``), much more slowly. The
         numeric loss weight is not annealed (the per-example loss does not see the step)."""
-        from tabdiff_jax.privacy.loop import fit_private_estimator
+        from tabdiff_jax.privacy.accounting import check_delta
+        from tabdiff_jax.privacy.loop import LABEL_SHARE, fit_private_estimator, private_frequencies
 
         s = self.settings
+        check_delta(s["delta"], int(data.x_num.shape[0]))  # before anything is released
+        released = {}
+        layout, i = self._layout, self._layout.target_categorical_index
+        if i is not None and layout.task == "classification":  # the label prior of sampling, noised and accounted
+            self._class_probs, released["label_frequencies"] = private_frequencies(
+                data.x_cat[:, i], int(layout.categorical_sizes[i]), LABEL_SHARE * float(s["epsilon"]),
+                LABEL_SHARE * float(s["delta"]), label_key, accountant=s["accountant"])
         frozen = {k: v for k, v in params.items() if k != "denoiser"} if s["clipping"] == "ghost" else {}
         trained = {k: v for k, v in params.items() if k not in frozen}
         grad_clip = None if s["grad_clip"] is None else float(s["grad_clip"])
@@ -168,7 +191,7 @@ class TabDiff(Synthesizer):
             trained, data, key, graphdef=graphdef, batch_size=batch, steps=steps, epochs=epochs,
             preprocessor=self.preprocessor, model_name="TabDiff", run_dir=run_dir, resume=resume, progress=progress,
             stop_fn=early_stop(time.perf_counter(), max_seconds, stop_after_steps),
-            static_state=(frozen,) if frozen else ())
+            static_state=(frozen,) if frozen else (), released=released)
         self._params = {**frozen, **trained}
         self._postprocess = None
         rho, k = nnx.merge(graphdef, self._params).exponents(config)
@@ -189,10 +212,13 @@ class TabDiff(Synthesizer):
     def _sample_raw(self, start, n, key, *, known=None, chunk_size: Optional[int] = None,
                     num_sample_steps: Optional[int] = None, correction: Optional[bool] = None):
         """``known`` (:class:`~tabdiff_jax.conditioning.Known`, full layout): given cells kept exactly
-        (categories never masked, numbers inpainted along the forward process)."""
+        (categories never masked, numbers inpainted along the forward process). A private model's rows
+        whose target is not given draw it from the released class frequencies (:meth:`_draw_labels`)."""
         s = self.settings
         if known is not None and not (np.any(known.numeric_mask) or np.any(known.codes_mask)):
             known = None
+        if self._class_probs is not None and known is None:  # given cells: the class is inpainted given them
+            known = self._draw_labels(start, n, key, known)
         return tds.sample(self._params, self._graphdef, self._config, key, n,
                           steps=s["num_sample_steps"] if num_sample_steps is None else num_sample_steps,
                           correction=s["correction"] if correction is None else bool(correction),
@@ -200,13 +226,35 @@ class TabDiff(Synthesizer):
                           chunk_size=s["sample_chunk_size"] if chunk_size is None else chunk_size,
                           postprocess=self._decode_fn(), start=start)
 
+    def _draw_labels(self, start, n, key, known):
+        """``known`` with the target of every row that does not give it drawn from ``_class_probs``: row
+        ``i``'s class from one uniform of ``(key, i)`` (inverse CDF), so the sampling contract holds."""
+        from tabdiff_jax import conditioning, sampling
+
+        layout, i = self._layout, self._layout.target_categorical_index
+        u = sampling.row_uniforms(jax.random.fold_in(key, LABEL_DRAW), n, 1, start=start)[:, 0]
+        cdf = np.cumsum(np.asarray(self._class_probs, np.float64))
+        drawn = np.minimum(np.searchsorted(cdf / cdf[-1], u, side="right"), len(cdf) - 1).astype(np.int32)
+        if known is None:
+            known = conditioning.Known(np.zeros((n, layout.num_numeric), np.float32),
+                                       np.zeros((n, layout.num_numeric), bool),
+                                       np.zeros((n, layout.num_categorical), np.int32),
+                                       np.zeros((n, layout.num_categorical), bool))
+        codes, mask = np.array(known.codes, np.int32), np.array(known.codes_mask, bool)
+        codes[:, i] = np.where(mask[:, i], codes[:, i], drawn)  # the caller's target kept
+        mask[:, i] = True
+        return conditioning.Known(known.numeric, known.numeric_mask, codes, mask)
+
     # ------------------------------------------------------------------------- persistence
     def _get_state(self):
-        meta = {"layout": self._layout.to_json(), "tabdiff": dataclasses.asdict(self._config)}
+        meta = {"layout": self._layout.to_json(), "tabdiff": dataclasses.asdict(self._config),
+                "class_probs": None if self._class_probs is None else [float(p) for p in self._class_probs]}
         return meta, tree_to_arrays(self._params, "params")
 
     def _set_state(self, meta, arrays):
         layout = TableLayout.from_json(meta["layout"])
         _, _, template = self._build(layout, jax.random.key(0))
         self._params = arrays_to_tree(template, arrays, "params")
+        probs = meta.get("class_probs")  # private fits with a classification target; absent in older saves
+        self._class_probs = None if probs is None else np.asarray(probs, np.float64)
         self._postprocess = None
