@@ -10,6 +10,8 @@ the private rows. As many rows as the training table are sampled and scored with
 
     python benchmarks/private_tabddpm.py --epsilons 1 5                        # default recipe
     python benchmarks/private_tabddpm.py --model tabdiff --epsilons 1 --steps 500 --batch-size 2048
+    python benchmarks/private_tabddpm.py --model tabdiff --epsilons 1 --steps 500 --batch-size 2048 \
+        --cond-prob 0.5 --guidance 2 --tag _cfg05_g2                  # classifier-free guidance
     python benchmarks/private_tabddpm.py --epsilons 1 --steps 600 --batch-size 2048 --lr 3e-3 \\
         --hidden-dims 256,256 --num-timesteps 50 --tag _b2048
 
@@ -58,6 +60,8 @@ def run_one(epsilon: float, args, train: pd.DataFrame, test: pd.DataFrame) -> di
                    ema_decay=args.ema_decay, preprocessor={"numeric": "minmax"}, log_every=50, checkpoint_every=10_000)
     if args.model == "tabddpm":
         options["num_timesteps"] = args.num_timesteps
+    else:  # TabDiff's classifier-free guidance on the target (defaults: off)
+        options.update(cond_prob=args.cond_prob, guidance=args.guidance)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     model = get_model_class(args.model)(**options).fit(train, target=TARGET, seed=args.seed, progress=not args.no_progress,
@@ -99,6 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--dim-t", type=int, default=128)
     p.add_argument("--num-timesteps", type=int, default=100)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--cond-prob", type=float, default=0.0, help="TabDiff: rows trained with the target given")
+    p.add_argument("--guidance", type=float, default=0.0, help="TabDiff: classifier-free guidance weight")
     p.add_argument("--clipping", default="ghost", choices=["ghost", "vmap"])
     p.add_argument("--ema-decay", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,10 @@ One denoiser (:class:`~tabdiff_jax.diffusion.denoiser.TabDDPMDenoiser`, no label
 * categories: ``mean_b [x_b masked] sigma_b'(t) / expm1(sigma_b(t)) (-log p(x_b))``, the masked-diffusion
   ELBO (zero for unmasked blocks), ``t ~ U(0, 1)`` per row.
 
+With ``cond_prob > 0`` (classifier-free guidance's training), a row's ``guided_block`` (the classification
+target) is given clean with that probability, from the row's key (:func:`_row_given`): never masked, so its
+ELBO term is zero, and the network learns the other columns given it at every noise level.
+
 The schedules learn through the loss: ``rho`` through ``sigma`` (the noisy input, the preconditioning and
 the weight), ``k`` through the ELBO weight and the masks, drawn by Gumbel-max with a straight-through
 softmax (temperature 0.01; the forward values are exact 0/1 masks) as the official ``q_xt(..., 'soft')``.
@@ -67,6 +71,10 @@ class TabDiffConfig:
       cat_weight: weight of the categorical loss (the numeric one's is an argument: it may be annealed).
       time_input: what the network's sinusoidal time embedding reads: "t" (``1000 t``, the range of
         TabDDPM's timesteps) or "log_sigma" (``log(sigma_ref(t)) / 4``, the official EDM conditioning).
+      guided_block: the categorical block classifier-free guidance conditions on (the classification
+        target), or None.
+      cond_prob: in training, each row's ``guided_block`` is given clean (never masked, its loss term
+        dropped) with this probability (the row's own key), so the network also learns p(rest | block).
     """
 
     num_numeric: int
@@ -83,6 +91,8 @@ class TabDiffConfig:
     learn_schedule: bool = True
     cat_weight: float = 1.0
     time_input: str = "t"
+    guided_block: Optional[int] = None
+    cond_prob: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "categorical_sizes", tuple(int(k) for k in self.categorical_sizes))
@@ -96,6 +106,10 @@ class TabDiffConfig:
             raise ConfigError(f"time_input must be one of {TIME_INPUTS}, got {self.time_input!r}")
         if self.rho_offset <= 0 or self.k_offset <= 0 or self.sigma_data <= 0:
             raise ConfigError("rho_offset, k_offset and sigma_data must be positive")
+        if not 0.0 <= float(self.cond_prob) < 1.0:
+            raise ConfigError(f"cond_prob must be in [0, 1), got {self.cond_prob}")
+        if self.guided_block is not None and not 0 <= int(self.guided_block) < self.num_blocks:
+            raise ConfigError(f"guided_block {self.guided_block} is not one of the {self.num_blocks} categorical blocks")
 
     @classmethod
     def from_layout(cls, layout: TableLayout, **kwargs) -> "TabDiffConfig":
@@ -227,11 +241,20 @@ def straight_through_mask(move_chance: jax.Array, gumbel: jax.Array) -> jax.Arra
     return hard + (soft - jax.lax.stop_gradient(soft))  # exactly ``hard`` in the forward pass
 
 
+COND_DRAW = 0x434F4E44  # fold_in constant of a row's "guided block given" draw ("COND")
+
+
 def _row_draws(config: TabDiffConfig, key):
     """One row's randomness: ``t`` (scalar), the numbers' noise ``[d]``, Gumbel noise ``[B, 2]``."""
     k_t, k_eps, k_g = jax.random.split(key, 3)
     t = jax.random.uniform(k_t, (), minval=T_FLOOR, maxval=1.0)
     return t, jax.random.normal(k_eps, (config.num_numeric,)), jax.random.gumbel(k_g, (config.num_blocks, 2))
+
+
+def _row_given(config: TabDiffConfig, key):
+    """Whether a row's guided block is given clean (probability ``cond_prob``), from its own key: a draw
+    separate from :func:`_row_draws`, whose values do not change with ``cond_prob``."""
+    return jax.random.uniform(jax.random.fold_in(key, COND_DRAW), ()) < config.cond_prob
 
 
 def row_losses(net: TabDiffNetwork, x_num, x_cat, keys, config: TabDiffConfig, num_weight=1.0, *,
@@ -257,6 +280,10 @@ def row_losses(net: TabDiffNetwork, x_num, x_cat, keys, config: TabDiffConfig, n
         sig_cat = log_linear_sigma(tk, k, config.eps_min, config.eps_max)  # [n, B]
         rate = log_linear_rate(tk, k, config.eps_min, config.eps_max)
         masked = straight_through_mask(-jnp.expm1(-sig_cat), gumbel)  # [n, B], exact 0 / 1 values
+        if config.cond_prob > 0 and config.guided_block is not None:  # given clean: never masked, no loss term
+            given = jax.vmap(lambda k: _row_given(config, k))(keys)  # [n]
+            keep = jnp.asarray(np.arange(config.num_blocks) == config.guided_block)[None, :] & given[:, None]
+            masked = jnp.where(keep, 0.0, masked)
         mask_code = jnp.asarray(config.categorical_sizes, jnp.int32)
         keep_oh = masked_onehot(x_cat, config)
         mask_oh = masked_onehot(jnp.broadcast_to(mask_code, x_cat.shape), config)

@@ -13,7 +13,7 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
     ema_decay (None: no EMA), sample_with_ema, grad_clip, anneal_num_weight (the numeric loss weight
     falls from 1 to 0 over the run, as the official "anneal"), learn_schedule (learn rho and k),
     cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), num_sample_steps (sampler steps, 50), correction (Heun's correction of the numbers),
-    stochastic (the sampler's churn), checkpoint_every, checkpoint_seconds, log_every,
+    stochastic (the sampler's churn), cond_prob, guidance (classifier-free guidance: see the class), checkpoint_every, checkpoint_seconds, log_every,
     sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
     epsilon (None: not private, the default), delta, max_grad_norm, clipping, accountant (DP-SGD, as
     TabDDPM's: :mod:`tabdiff_jax.privacy.loop`; see ``_fit_private``; a private fit with a classification
@@ -52,6 +52,7 @@ TABDIFF_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=1e-3, weight_decay=0.0, hidden_dims=(256, 256), dim_t=128, dropout=0.0,
     ema_decay=0.999, sample_with_ema=True, grad_clip=None, anneal_num_weight=False, learn_schedule=True,
     cat_weight=1.0, time_input="t", num_sample_steps=tds.DEFAULT_STEPS, correction=True, stochastic=True,
+    cond_prob=0.0, guidance=0.0,  # classifier-free guidance on the classification target (off)
     checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, sample_chunk_size=None, matmul_dtype=None,
     preprocessor=None,
     # DP-SGD (tabdiff_jax.privacy.loop.PRIVATE_OPTIONS); epsilon=None: not private
@@ -79,6 +80,18 @@ class TabDiff(Synthesizer):
     the budget, as TabDDPM's label prior; sampling draws each row's class from them and inpaints every
     other column conditionally on it (a target the caller gives is kept).
 
+    Classifier-free guidance on a classification target (as the TabDiff paper's conditional generation,
+    with the joint network as both models):
+
+    * ``cond_prob`` (in [0, 1), default 0): in training (non-private and DP-SGD alike), each row's target
+      is given clean with this probability (never masked, its loss term dropped; drawn from the row's
+      key), so the network learns p(features | class) at every noise level besides the joint model.
+    * ``guidance`` (``w >= 0``, default 0; ``sample(..., guidance=w)`` overrides it): in rows whose target
+      is given (``condition`` on it, ``impute`` with it observed, a private fit's drawn class), every
+      denoiser call is made with the target and with it masked, and combined as ``(1 + w) D_c - w D_u``
+      for numbers and ``log_softmax((1 + w) logp_c - w logp_u)`` per categorical block (twice the
+      network calls in those rows). Without a classification target both have no effect.
+
     Example:
       >>> model = TabDiff(steps=2000).fit(df, target="income", seed=0)
       >>> synthetic = model.sample(10_000, seed=1)
@@ -102,6 +115,9 @@ class TabDiff(Synthesizer):
                 validate.positive_int(name, s[name], 0 if name == "steps" else 1)
         validate.positive_int("num_sample_steps", s["num_sample_steps"], 2)
         validate.positive_float("cat_weight", s["cat_weight"], allow_zero=True)
+        validate.positive_float("guidance", s["guidance"], allow_zero=True)
+        if not (validate.positive_float("cond_prob", s["cond_prob"], allow_zero=True) < 1.0):
+            raise ConfigError(f"cond_prob must be a number in [0, 1), got {s['cond_prob']!r}")
         td.TabDiffConfig(num_numeric=1, time_input=s["time_input"])  # validates
         for name in ("anneal_num_weight", "learn_schedule", "correction", "stochastic", "sample_with_ema"):
             if not isinstance(s[name], (bool, np.bool_)):
@@ -116,7 +132,9 @@ class TabDiff(Synthesizer):
         """``(config, graphdef, params)`` of a fresh network for ``layout``."""
         s = self.settings
         config = td.TabDiffConfig.from_layout(layout, learn_schedule=bool(s["learn_schedule"]),
-                                              cat_weight=float(s["cat_weight"]), time_input=s["time_input"])
+                                              cat_weight=float(s["cat_weight"]), time_input=s["time_input"],
+                                              guided_block=layout.target_categorical_index,
+                                              cond_prob=float(s["cond_prob"]))
         net = td.make_network(config, hidden_dims=tuple(s["hidden_dims"]), dim_t=int(s["dim_t"]),
                               dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"], rngs=nnx.Rngs(key))
         graphdef, params = split_params(net)
@@ -210,10 +228,12 @@ class TabDiff(Synthesizer):
         return self._postprocess
 
     def _sample_raw(self, start, n, key, *, known=None, chunk_size: Optional[int] = None,
-                    num_sample_steps: Optional[int] = None, correction: Optional[bool] = None):
+                    num_sample_steps: Optional[int] = None, correction: Optional[bool] = None,
+                    guidance: Optional[float] = None):
         """``known`` (:class:`~tabdiff_jax.conditioning.Known`, full layout): given cells kept exactly
         (categories never masked, numbers inpainted along the forward process). A private model's rows
-        whose target is not given draw it from the released class frequencies (:meth:`_draw_labels`)."""
+        whose target is not given draw it from the released class frequencies (:meth:`_draw_labels`).
+        ``guidance``: this call's classifier-free guidance weight (None: the ``guidance`` option)."""
         s = self.settings
         if known is not None and not (np.any(known.numeric_mask) or np.any(known.codes_mask)):
             known = None
@@ -224,7 +244,8 @@ class TabDiff(Synthesizer):
                           correction=s["correction"] if correction is None else bool(correction),
                           stochastic=bool(s["stochastic"]), known=known,
                           chunk_size=s["sample_chunk_size"] if chunk_size is None else chunk_size,
-                          postprocess=self._decode_fn(), start=start)
+                          postprocess=self._decode_fn(), start=start,
+                          guidance=float(s["guidance"] if guidance is None else guidance))
 
     def _draw_labels(self, start, n, key, known):
         """``known`` with the target of every row that does not give it drawn from ``_class_probs``: row
