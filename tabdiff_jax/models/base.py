@@ -344,6 +344,32 @@ class Synthesizer:
         return model
 
 
+class NetworkState:
+    """``_get_state`` / ``_set_state`` of the diffusion estimators (TabDDPM, TabDiff): the table layout, the
+    config dataclass (under ``CONFIG_KEY``), the parameter tree, and a private fit's released class prior."""
+
+    CONFIG_KEY: ClassVar[str] = "config"
+
+    def _get_state(self):
+        import dataclasses
+
+        from tabdiff_jax.training import tree_to_arrays
+
+        meta = {"layout": self._layout.to_json(), self.CONFIG_KEY: dataclasses.asdict(self._config),
+                "class_probs": None if self._class_probs is None else [float(p) for p in self._class_probs]}
+        return meta, tree_to_arrays(self._params, "params")
+
+    def _set_state(self, meta, arrays):
+        from tabdiff_jax.table import TableLayout
+        from tabdiff_jax.training import arrays_to_tree
+
+        _, _, template = self._build(TableLayout.from_json(meta["layout"]), jax.random.key(0))
+        self._params = arrays_to_tree(template, arrays, "params")
+        probs = meta.get("class_probs")  # private fits with a classification target; absent in older saves
+        self._class_probs = None if probs is None else np.asarray(probs, np.float64)
+        self._postprocess = None
+
+
 def preprocessor_seed(key: jax.Array) -> int:
     """The preprocessor's integer seed (its mixture fits run in NumPy), derived from fit's ``key``.
 

@@ -31,7 +31,6 @@ private pipeline pass ``preprocessor={"numeric": "minmax"}`` and ``public_bounds
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from typing import Optional
@@ -46,16 +45,14 @@ from tabdiff_jax import validate
 from tabdiff_jax.diffusion import samplers
 from tabdiff_jax.diffusion import tabddpm as dm
 from tabdiff_jax.errors import ConfigError, DataError
-from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.models.base import NetworkState, Synthesizer, register
 from tabdiff_jax.sharding import auto_mesh, round_down, to_global
 from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout, split_target
 from tabdiff_jax.training import (
-    arrays_to_tree,
     early_stop,
     resolve_config,
     train_estimator,
-    tree_to_arrays,
 )
 
 # Chosen for the Adult demo on 2 CPU cores (about 5 minutes with sampling and evaluation): T = 100
@@ -89,7 +86,7 @@ def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_s
 
 
 @register("tabddpm")
-class TabDDPM(Synthesizer):
+class TabDDPM(NetworkState, Synthesizer):
     """TabDDPM: Gaussian diffusion for numbers, multinomial diffusion for categories, one MLP.
 
     Example:
@@ -102,6 +99,7 @@ class TabDDPM(Synthesizer):
     """
 
     preprocessor_options = {"numeric": "quantile"}
+    CONFIG_KEY = "diffusion"  # where model.json keeps the config (NetworkState)
     supports_inpainting = True  # sample(condition=) on any columns and impute(df): see _sample_raw
 
     def __init__(self, **config):
@@ -255,17 +253,3 @@ class TabDDPM(Synthesizer):
                                class_probs=self._class_probs, chunk_size=chunk, num_sample_steps=steps,
                                postprocess=self._decode_fn(), start=start, known=x_known,
                                resample=INPAINT_RESAMPLE if resample is None else resample)
-
-    # ------------------------------------------------------------------------- persistence
-    def _get_state(self):
-        meta = {"layout": self._layout.to_json(), "diffusion": dataclasses.asdict(self._config),
-                "class_probs": None if self._class_probs is None else [float(p) for p in self._class_probs]}
-        return meta, tree_to_arrays(self._params, "params")
-
-    def _set_state(self, meta, arrays):
-        layout = TableLayout.from_json(meta["layout"])
-        _, _, template = self._build(layout, jax.random.key(0))
-        self._params = arrays_to_tree(template, arrays, "params")
-        probs = meta.get("class_probs")
-        self._class_probs = None if probs is None else np.asarray(probs, np.float64)
-        self._postprocess = None

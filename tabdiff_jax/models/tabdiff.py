@@ -22,7 +22,6 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from typing import Optional
@@ -37,11 +36,11 @@ from tabdiff_jax.diffusion import tabdiff as td
 from tabdiff_jax.diffusion import tabdiff_sampler as tds
 from tabdiff_jax.diffusion.tabddpm import make_annealed_adamw
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.models.base import Synthesizer, register
+from tabdiff_jax.models.base import NetworkState, Synthesizer, register
 from tabdiff_jax.sharding import auto_mesh, round_down, to_global
 from tabdiff_jax.state import init_train_state, split_params
 from tabdiff_jax.table import EncodedTable, TableLayout
-from tabdiff_jax.training import arrays_to_tree, early_stop, resolve_config, train_estimator, tree_to_arrays
+from tabdiff_jax.training import early_stop, resolve_config, train_estimator
 
 # Chosen on Adult on 2 CPU cores (benchmarks/results/tabdiff_adult.json): TabDDPM's 256-256 MLP and
 # batch 1024 (the official 1024-wide MLP, batch 4096 and 8000 epochs do not fit a CPU's minutes), the
@@ -73,7 +72,7 @@ LABEL_DRAW = 0x4C505249
 
 
 @register("tabdiff")
-class TabDiff(Synthesizer):
+class TabDiff(NetworkState, Synthesizer):
     """TabDiff: learned-schedule Gaussian diffusion for numbers, masked diffusion for categories, one MLP.
 
     Private (``epsilon=``) with a classification target, the class frequencies are released with 2% of
@@ -103,6 +102,7 @@ class TabDiff(Synthesizer):
     """
 
     preprocessor_options = {"numeric": "quantile", "derive": "auto"}  # exact dependencies kept (preprocess.dependencies)
+    CONFIG_KEY = "tabdiff"  # where model.json keeps the config (NetworkState)
     supports_inpainting = True  # sample(condition=) on any columns and impute(df)
 
     def __init__(self, **config):
@@ -265,17 +265,3 @@ class TabDiff(Synthesizer):
         codes[:, i] = np.where(mask[:, i], codes[:, i], drawn)  # the caller's target kept
         mask[:, i] = True
         return conditioning.Known(known.numeric, known.numeric_mask, codes, mask)
-
-    # ------------------------------------------------------------------------- persistence
-    def _get_state(self):
-        meta = {"layout": self._layout.to_json(), "tabdiff": dataclasses.asdict(self._config),
-                "class_probs": None if self._class_probs is None else [float(p) for p in self._class_probs]}
-        return meta, tree_to_arrays(self._params, "params")
-
-    def _set_state(self, meta, arrays):
-        layout = TableLayout.from_json(meta["layout"])
-        _, _, template = self._build(layout, jax.random.key(0))
-        self._params = arrays_to_tree(template, arrays, "params")
-        probs = meta.get("class_probs")  # private fits with a classification target; absent in older saves
-        self._class_probs = None if probs is None else np.asarray(probs, np.float64)
-        self._postprocess = None
