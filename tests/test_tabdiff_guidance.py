@@ -175,3 +175,16 @@ def test_guided_rows_depend_on_seed_and_index_only_and_survive_save_and_load(tmp
     assert again.settings["cond_prob"] == 0.5 and again.settings["guidance"] == 2.0
     assert again._config == model._config
     pd.testing.assert_frame_equal(again.sample(30, seed=3, condition=cond), head)
+
+
+def test_plain_sampling_draws_the_class_from_the_training_frequencies_when_guided():
+    """Non-private, cond_prob > 0: plain sampling draws each row's class from the training frequencies
+    (row-keyed) and guides the rest on it; with cond_prob = 0 no prior is kept (today's joint sampling)."""
+    df = _toy(600, seed=3)
+    df.loc[:419, "label"] = "a"  # 70% / 30% whatever the draw: a prior far from the tiny model's own
+    df.loc[420:, "label"] = "b"
+    model = TabDiff(**{**TINY, "cond_prob": 0.5, "guidance": 1.0}).fit(df, target="label", progress=False)
+    np.testing.assert_allclose(model._class_probs, [0.7, 0.3])
+    rows = model.sample(3000, seed=2)
+    assert abs((rows["label"] == "b").mean() - 0.3) < 0.03  # binomial sd 0.008
+    assert TabDiff(**TINY).fit(df, target="label", progress=False)._class_probs is None

@@ -86,7 +86,8 @@ class TabDiff(NetworkState, Synthesizer):
       is given clean with this probability (never masked, its loss term dropped; drawn from the row's
       key), so the network learns p(features | class) at every noise level besides the joint model.
     * ``guidance`` (``w >= 0``, default 0; ``sample(..., guidance=w)`` overrides it): in rows whose target
-      is given (``condition`` on it, ``impute`` with it observed, a private fit's drawn class), every
+      is given (``condition`` on it, ``impute`` with it observed, or in plain sampling the class drawn from
+      the training frequencies: with ``cond_prob > 0``, or the privately released ones), every
       denoiser call is made with the target and with it masked, and combined as ``(1 + w) D_c - w D_u``
       for numbers and ``log_softmax((1 + w) logp_c - w logp_u)`` per categorical block (twice the
       network calls in those rows). Without a classification target both have no effect.
@@ -155,6 +156,9 @@ class TabDiff(NetworkState, Synthesizer):
         data = td.TableBatch(jnp.asarray(encoded.numeric, jnp.float32), jnp.asarray(encoded.categorical, jnp.int32))
         ema_decay = None if s["ema_decay"] is None else float(s["ema_decay"])
         self._class_probs = None
+        if not private and config.guided_block is not None and float(s["cond_prob"]) > 0:  # the prior guidance draws from
+            codes = np.asarray(encoded.categorical)[:, config.guided_block]
+            self._class_probs = np.bincount(codes, minlength=encoded.layout.categorical_sizes[config.guided_block]) / len(codes)
         if private:
             label_key = jax.random.fold_in(key, 0x4C41424C)  # "LABL": the label frequencies' noise, as TabDDPM
             return self._fit_private(config, graphdef, params, data, k_train, label_key, batch=batch, steps=num_steps,
