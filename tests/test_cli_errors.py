@@ -51,6 +51,15 @@ def _snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*"))}
 
 
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C handled as in an interactive shell: a job that a non-interactive shell starts in the
+    background (`cmd &` in a CI script) inherits SIGINT ignored, and then no KeyboardInterrupt is raised."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _fails(capsys, *argv, code=2) -> str:
     """Run the CLI; assert it failed with ``code`` and exactly one line, no traceback; return the line."""
     assert main([str(a) for a in argv]) == code
@@ -172,7 +181,7 @@ def test_a_failed_fit_leaves_nothing_behind(capsys, table, tmp_path):
 
 
 # -------------------------------------------------------------------- Ctrl-C and resume (acceptance)
-def test_interrupted_fit_resumes_to_the_uninterrupted_parameters(capsys, table, tmp_path, monkeypatch):
+def test_interrupted_fit_resumes_to_the_uninterrupted_parameters(capsys, table, tmp_path, monkeypatch, default_sigint):
     """Ctrl-C (a real SIGINT) after step 3 of 6, long before the first step checkpoint (every 1000):
     the CLI saves step 3, says how to resume in one line, and the resumed run ends with exactly the
     parameters of an uninterrupted run. A time-interval checkpoint (checkpoint_seconds) is kept too."""
@@ -219,7 +228,7 @@ def test_interrupted_fit_resumes_to_the_uninterrupted_parameters(capsys, table, 
         np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
 
 
-def test_ctrl_c_before_the_first_step_leaves_nothing_to_resume(capsys, table, tmp_path, monkeypatch):
+def test_ctrl_c_before_the_first_step_leaves_nothing_to_resume(capsys, table, tmp_path, monkeypatch, default_sigint):
     import os
 
     from tabdiff_jax import training
