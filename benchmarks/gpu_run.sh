@@ -15,7 +15,8 @@
 # Environment: PYTHON (default python3), OUT, GPU_RUN_QUICK=1 (tiny settings, for a CPU), GPU_RUN_BUDGET_S
 # (seconds for the whole script, default 560). Each step gets a `timeout` cut to what is left of the budget,
 # and a step that fails does not stop the next one. Wheels in .whl/ are installed to /tmp/site unless their
-# modules import already.
+# modules import already: the machine's image lacks dp_accounting (+ dm_tree) and mbi (the sampling tests fit
+# MST and AIM), so carry .whl with dp_accounting-0.6.0, dm_tree-0.1.10 (cp312) and mbi-2.0.0.
 
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,7 @@ step() {
 
 main() {
     echo "=== gpu_run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ), quick=$QUICK, budget ${BUDGET} s, OUT=$OUT, PYTHON=$PYTHON"
-    if ls .whl/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import dp_accounting, tree" >/dev/null 2>&1; then
+    if ls .whl/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import dp_accounting, tree, mbi" >/dev/null 2>&1; then
         echo "=== installing the carried wheels to /tmp/site"
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .whl/*.whl || echo "=== wheel install FAILED (continuing)"
