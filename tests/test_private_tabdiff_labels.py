@@ -59,6 +59,7 @@ def test_sampled_classes_follow_the_released_prior(loose):
     assert shares.get("yes", 0.0) == pytest.approx(0.2, abs=0.03)
 
 
+@pytest.mark.slow  # 15-40 s on 2 cores; the default run keeps the cheaper checks of this file
 def test_rows_depend_on_seed_and_index_only_and_survive_save_and_load(loose, tmp_path):
     big = loose.sample(300, seed=2)
     head = loose.sample(40, seed=2)

@@ -63,6 +63,7 @@ def test_cond_prob_zero_is_the_unchanged_loss():
         np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.slow  # 15-40 s on 2 cores; the default run keeps the cheaper checks of this file
 def test_default_options_reproduce_todays_rows_exactly():
     df = _toy(200)
     base = TabDiff(**TINY).fit(df, target="label", seed=0, progress=False)
@@ -79,6 +80,7 @@ def test_default_options_reproduce_todays_rows_exactly():
 
 
 # ------------------------------------------------------------------------------------ (b) training
+@pytest.mark.slow  # 15-40 s on 2 cores; the default run keeps the cheaper checks of this file
 def test_a_given_target_is_never_masked_and_adds_no_loss(monkeypatch):
     config = td.TabDiffConfig(num_numeric=1, categorical_sizes=(3, 2), guided_block=1, cond_prob=0.5)
     x_num, x_cat = _data(64, (3, 2), seed=1)
@@ -157,6 +159,7 @@ def test_guidance_pulls_the_class_conditional_mean_towards_the_class(trained):
 
 
 # ------------------------------------------------------------------------------------ (e) contract
+@pytest.mark.slow  # 15-40 s on 2 cores; the default run keeps the cheaper checks of this file
 def test_guided_rows_depend_on_seed_and_index_only_and_survive_save_and_load(tmp_path):
     model = TabDiff(**TINY, cond_prob=0.5, guidance=2.0).fit(_toy(200), target="label", seed=0, progress=False)
     cond = {"label": "b"}
