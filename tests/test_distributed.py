@@ -49,18 +49,19 @@ WORKER = textwrap.dedent(
     import tabdiff_jax.models.tablediffusion as td_module
     trained = {}
 
-    def watch(name, module):  # how the final train state is laid out
-        inner = module.run_training
-        def wrapped(*args, **kwargs):
-            state, history = inner(*args, **kwargs)
-            leaf = jax.tree.leaves(state)[0]
-            trained[name] = {"global": not leaf.is_fully_addressable, "devices": len(leaf.sharding.device_set),
-                             "replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state))}
-            return state, history
-        module.run_training = wrapped
+    import tabdiff_jax.training as training_module
+    inner = training_module.run_training
 
-    watch("tabddpm", tabddpm_module)
-    watch("tablediffusion", td_module)
+    def wrapped(*args, **kwargs):  # how the final train state is laid out, per model (its progress label)
+        state, history = inner(*args, **kwargs)
+        leaf = jax.tree.leaves(state)[0]
+        trained[str(kwargs.get("desc", "")).lower()] = {
+            "global": not leaf.is_fully_addressable, "devices": len(leaf.sharding.device_set),
+            "replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state))}
+        return state, history
+    training_module.run_training = wrapped
+    import tabdiff_jax.privacy.loop as loop_module  # TableDiffusion's DP-SGD loop imports it by name
+    loop_module.run_training = wrapped
     rc = cli.main(["fit", table, "--model", "tabddpm", "--target", "c", "--out", f"{out}/tabddpm", "--steps", "20",
                    "--batch-size", "32", "--seed", "3", "--no-progress", "--option", "hidden_dims=[16,16]",
                    "--option", "dim_t=16", "--option", "num_timesteps=10", "--option", "log_every=5",
