@@ -35,6 +35,8 @@ import pandas as pd
 
 from tabdiff_jax.io import write_json
 
+from tabdiff_adult import load_adult  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "private.json"
 TARGET = "income"
@@ -53,15 +55,6 @@ MODELS = {
 }
 QUICK = {"tablediffusion": {"epochs": 1}, "tabddpm": {"steps": 5}, "tabdiff": {"steps": 5}, "dpgan": {"epochs": 1},
          "mst": {"iters": 20}, "aim": {"iters": 20, "round_iters": 5, "rounds": 15}}
-
-
-def load_adult() -> tuple[pd.DataFrame, pd.DataFrame]:
-    data = ROOT.parent / "shared" / "data"
-    if (data / "adult_train.csv").exists():
-        return pd.read_csv(data / "adult_train.csv"), pd.read_csv(data / "adult_test.csv")
-    from tabdiff_jax import datasets
-
-    return datasets.load("adult")
 
 
 def run_one(name: str, epsilon: float, train: pd.DataFrame, test: pd.DataFrame, *, seed: int, threads: int,
