@@ -78,9 +78,21 @@ def block_log_softmax(logits: jax.Array, sizes: tuple[int, ...]) -> jax.Array:
     return logits - block_logsumexp(logits, sizes)[..., block_index(sizes)]
 
 
+def block_exps(logits: jax.Array, sizes: tuple[int, ...]) -> list[jax.Array]:
+    """Per block ``exp(logits - max)``, ``[[..., K_b]]``: unnormalised probabilities, each block's largest 1."""
+    out = []
+    for o, k in zip(block_offsets(sizes), sizes):
+        x = logits[..., o:o + k]
+        out.append(jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))))
+    return out
+
+
 def block_softmax(logits: jax.Array, sizes: tuple[int, ...]) -> jax.Array:
-    """Softmax within each block, ``[..., sum(sizes)]``."""
-    return jnp.exp(block_log_softmax(logits, sizes))
+    """Softmax within each block, ``[..., sum(sizes)]`` (static slices: one exponential per entry, no gather,
+    half the time of ``exp(block_log_softmax)`` on CPUs)."""
+    if not sizes:
+        return logits
+    return jnp.concatenate([e / jnp.sum(e, axis=-1, keepdims=True) for e in block_exps(logits, sizes)], axis=-1)
 
 
 def block_cross_entropy(logits: jax.Array, onehot_target: jax.Array, sizes: tuple[int, ...]) -> jax.Array:

@@ -8,10 +8,17 @@
 2. Euler step of the probability-flow ODE for the numbers from ``sigma_hat`` to ``sigma_{i-1}``;
 3. unmasking (MDLM's posterior): a masked block stays masked with probability ``(1 - alpha_s) / (1 - alpha_t)``,
    else takes category ``c`` with the denoiser's ``p(c)``;
-4. (``correction``, all steps but the last) Heun's correction of the numbers: the slope at the
-   Euler point, averaged with the first.
+4. the second-order correction of the numbers (``correction``, all steps but the last):
 
-So ``S`` steps cost ``2 S - 1`` network evaluations with the correction, ``S`` without. Every random
+   - ``"heun"`` (the paper's): Heun's correction, the slope at the Euler point averaged with the first (a
+     second network evaluation per step);
+   - ``"multistep"``: the denoised estimate extrapolated from this step's and the previous step's
+     evaluations along ``lambda = -log sigma`` (per column), ``D + (D - D_prev) h / (2 h_prev)``, as in
+     DPM-Solver++(2M) (Lu et al. 2022); first order at the first and the last step. Second order at no
+     extra network evaluation;
+   - ``"none"``: Euler.
+
+So ``S`` steps cost ``2 S - 1`` network evaluations with Heun's correction, ``S`` otherwise. Every random
 number of row ``i`` comes from ``fold_in(key, i)`` (:func:`tabdiff_jax.sampling.row_keys`).
 
 Inpainting (``known``): given categorical cells are never masked; given numbers start at
@@ -35,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tabdiff_jax.blocks import block_log_softmax, block_offsets, block_softmax
+from tabdiff_jax.blocks import block_exps, block_log_softmax
 from tabdiff_jax.diffusion import tabdiff as td
 from tabdiff_jax.diffusion.multinomial import draw_categorical
 from tabdiff_jax.errors import ConfigError
@@ -43,6 +50,29 @@ from tabdiff_jax.sampling import check_chunk_size, row_keys, sample_rows
 from tabdiff_jax.sharding import constrain_rows
 
 DEFAULT_STEPS = 50
+CORRECTIONS = ("heun", "multistep", "none")
+DEFAULT_CORRECTION = "multistep"  # Heun's quality at half its network calls (benchmarks/tabdiff_adult.py)
+
+
+def correction_name(correction) -> str:
+    """``"heun" | "multistep" | "none"`` from a name or a bool (``True``: ``"heun"``, ``False``/``None``: ``"none"``)."""
+    if correction is None or isinstance(correction, (bool, np.bool_)):
+        return "heun" if correction else "none"
+    if isinstance(correction, str) and correction in CORRECTIONS:
+        return correction
+    raise ConfigError(f"correction must be one of {CORRECTIONS} (or True / False), got {correction!r}")
+
+
+def multistep_weights(sigma_hat: jax.Array, sigma_next: jax.Array) -> jax.Array:
+    """The 2M extrapolation weight ``c = h / (2 h_prev)`` per step and column (visiting order ``[S, d]``):
+    ``h = log(sigma_hat / sigma_next)`` of this step, ``h_prev = log(sigma_hat_prev / sigma_hat)`` between the
+    previous and this step's evaluation; 0 at the first step (no history) and where ``sigma_next = 0`` (last)."""
+    safe_next = jnp.where(sigma_next > 0, sigma_next, 1.0)
+    h = jnp.log(sigma_hat / safe_next)
+    h_prev = jnp.log(sigma_hat[:-1] / sigma_hat[1:])
+    c = h[1:] / (2.0 * jnp.where(h_prev > 0, h_prev, jnp.inf))
+    c = jnp.concatenate([jnp.zeros_like(h[:1]), c])
+    return jnp.where(sigma_next > 0, c, 0.0)
 
 
 class KnownCells(NamedTuple):
@@ -77,12 +107,13 @@ def sampler_grid(config: td.TabDiffConfig, rho: jax.Array, k: jax.Array, steps: 
     return {name: v[::-1] for name, v in grid.items()}
 
 
-def unmask_probs(probs: jax.Array, alpha_t, alpha_s, config: td.TabDiffConfig) -> list[jax.Array]:
-    """Per block, unnormalised ``[p_c (alpha_s - alpha_t) for c] + [1 - alpha_s]`` (last: stay masked)."""
+def unmask_probs(logits: jax.Array, alpha_t, alpha_s, config: td.TabDiffConfig) -> list[jax.Array]:
+    """Per block, unnormalised ``[p_c (alpha_s - alpha_t) for c] + [1 - alpha_s]`` (last: stay masked), ``p``
+    the block's softmax of ``logits``, all times the block's ``sum_c exp(logit_c - max)`` (no division)."""
     out = []
-    for b, (o, size) in enumerate(zip(block_offsets(config.categorical_sizes), config.categorical_sizes)):
-        keep = jnp.broadcast_to(1.0 - alpha_s[b], probs.shape[:-1] + (1,))
-        out.append(jnp.concatenate([probs[..., o:o + size] * (alpha_s[b] - alpha_t[b]), keep], axis=-1))
+    for b, e in enumerate(block_exps(logits, config.categorical_sizes)):
+        keep = (1.0 - alpha_s[b]) * jnp.sum(e, axis=-1, keepdims=True)
+        out.append(jnp.concatenate([e * (alpha_s[b] - alpha_t[b]), keep], axis=-1))
     return out
 
 
@@ -102,7 +133,7 @@ def guide(d_cond, logits_cond, d_uncond, logits_uncond, w: float, sizes: tuple[i
 
 @functools.lru_cache(maxsize=16)
 def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, steps: int = DEFAULT_STEPS,
-                       correction: bool = True, stochastic: bool = True, inpaint: bool = False, mesh=None,
+                       correction: str = DEFAULT_CORRECTION, stochastic: bool = True, inpaint: bool = False, mesh=None,
                        guidance: float = 0.0):
     """Compile the sampler for one chunk: ``chunk(params, key, start, known) -> (x_num [m, d], x_cat [m, B])``.
 
@@ -112,23 +143,26 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
     d, nb = config.num_numeric, config.num_blocks
     if steps < 2:
         raise ConfigError(f"steps must be >= 2, got {steps}")
-    stochastic, correction = stochastic and d > 0, correction and d > 0  # as the official code
+    correction = correction_name(correction)
+    stochastic, correction = stochastic and d > 0, correction if d > 0 else "none"  # as the official code
     mask_code = jnp.asarray(config.categorical_sizes, jnp.int32)
     lo = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+    below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
     n_normal = 2 * d if inpaint else d
     gb = config.guided_block
     guided = float(guidance) > 0 and inpaint and gb is not None
 
     def row_noise(rk, i):
-        u = jax.random.uniform(jax.random.fold_in(rk, i + 1), (n_normal + 2 * nb,), minval=lo, maxval=1.0)
+        u = jax.random.uniform(jax.random.fold_in(rk, i + 1), (n_normal + nb,), minval=lo, maxval=1.0)
         z = jnp.sqrt(2.0) * jax.lax.erf_inv(u[:n_normal])
-        return z[:d], z[d:], 0.5 * (u[n_normal:n_normal + nb] + 1.0), 0.5 * (u[n_normal + nb:] + 1.0)
+        return z[:d], z[d:], 0.5 * (u[n_normal:] + 1.0)
 
     def chunk(params, key, start, known: Optional[KnownCells]):
         keys = constrain_rows(row_keys(key, start, chunk_size), mesh)
         net = nnx.merge(graphdef, params)
         rho, k = net.exponents(config)
         grid = sampler_grid(config, rho, k, steps, stochastic)
+        grid["extrapolate"] = multistep_weights(grid["sigma_hat"], grid["sigma_next"])
         fn = net.denoiser.conditioned(None)
 
         def plain(x, cat_codes, t, sigma):
@@ -152,57 +186,61 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             x_cat = jnp.where(known.codes_mask, known.codes, x_cat)
 
         def step(carry, inp, last: bool):
-            x_num, x_cat = carry
+            x_num, x_cat, den_prev = carry
             i, g = inp
-            noise, noise_known, u_churn, u_draw = jax.vmap(row_noise, (0, None))(keys, i)
+            noise, noise_known, u = jax.vmap(row_noise, (0, None))(keys, i)
             s_cur, s_hat, s_next = g["sigma_cur"], g["sigma_hat"], g["sigma_next"]
             x_hat = x_num + jnp.sqrt(jnp.maximum(s_hat ** 2 - s_cur ** 2, 0.0)) * noise
-            x_cat_hat = x_cat
-            if nb:
+            x_cat_hat, u_draw = x_cat, u
+            if nb:  # one uniform per block: masks again if below the churn probability, then draws
                 churn = -jnp.expm1(g["cat_cur"] - g["cat_hat"])
-                x_cat_hat = jnp.where(u_churn < churn, mask_code, x_cat)
+                again = (u < churn) & (x_cat != mask_code)
+                x_cat_hat = jnp.where(again, mask_code, x_cat)
+                u_again = jnp.minimum(u / jnp.where(churn > 0, churn, 1.0), below_one)  # uniform given `again`
+                u_draw = jnp.where(again, u_again, u)
                 if inpaint:
                     x_cat_hat = jnp.where(known.codes_mask, known.codes, x_cat_hat)
             den, logits = denoise(x_hat, x_cat_hat, g["t_hat"], s_hat)
-            slope = (x_hat - den) / s_hat
+            extrapolated = den + g["extrapolate"] * (den - den_prev) if correction == "multistep" else den
+            slope = (x_hat - extrapolated) / s_hat
             x_next = x_hat + (s_next - s_hat) * slope
-            if correction and not last:
+            if correction == "heun" and not last:
                 t_next = g["t_next"]
                 den2, _ = denoise(x_next, x_cat_hat, t_next, s_next)
                 x_next = x_hat + (s_next - s_hat) * (0.5 * slope + 0.5 * (x_next - den2) / s_next)
             x_cat_next = x_cat_hat
             if nb:
-                probs = block_softmax(logits, config.categorical_sizes)
-                drawn = draw_categorical(unmask_probs(probs, jnp.exp(-g["cat_hat"]), jnp.exp(-g["cat_next"]), config),
+                drawn = draw_categorical(unmask_probs(logits, jnp.exp(-g["cat_hat"]), jnp.exp(-g["cat_next"]), config),
                                          u_draw)
                 x_cat_next = jnp.where(x_cat_hat == mask_code, drawn, x_cat_hat)
             if inpaint:
                 x_next = jnp.where(known.numeric_mask, known.numeric + s_next * noise_known, x_next)
                 x_cat_next = jnp.where(known.codes_mask, known.codes, x_cat_next)
-            return (x_next, x_cat_next), None
+            return (x_next, x_cat_next, den), None
 
         # the time each step's Euler point sits at (the correction's network input): the next grid time
         t_grid = jnp.linspace(0.0, 1.0, steps, dtype=jnp.float32)[::-1]
         grid["t_next"] = jnp.concatenate([t_grid[1:], jnp.zeros((1,), jnp.float32)])
         body = {name: v[:-1] for name, v in grid.items()}
         idx = jnp.arange(steps, dtype=jnp.uint32)
-        carry, _ = jax.lax.scan(lambda c, inp: step(c, inp, False), (x_num, x_cat), (idx[:-1], body))
+        carry, _ = jax.lax.scan(lambda c, inp: step(c, inp, False), (x_num, x_cat, x_num), (idx[:-1], body))
         carry, _ = step(carry, (idx[-1], {name: v[-1] for name, v in grid.items()}), True)
-        x_num, x_cat = carry
+        x_num, x_cat, _ = carry
         return x_num, jnp.minimum(x_cat, mask_code - 1)
 
     return jax.jit(chunk)
 
 
 def sample(params, graphdef, config: td.TabDiffConfig, key, n: int, *, steps: int = DEFAULT_STEPS,
-           correction: bool = True, stochastic: bool = True, known=None, chunk_size: Optional[int] = None,
+           correction=DEFAULT_CORRECTION, stochastic: bool = True, known=None, chunk_size: Optional[int] = None,
            postprocess=None, start: int = 0, guidance: float = 0.0):
     """Rows ``start .. start + n - 1``: ``(x_num [n, d], x_cat [n, B])`` NumPy arrays, or ``postprocess``'s results.
 
     Args:
       known: optional given cells for the ``n`` rows (attributes ``numeric``, ``numeric_mask``, ``codes``,
         ``codes_mask``; e.g. :class:`KnownCells` or :class:`tabdiff_jax.conditioning.Known`), kept exactly.
-      steps: sampling steps ``S`` (``2 S - 1`` network evaluations with ``correction``).
+      steps: sampling steps ``S`` (``2 S - 1`` network evaluations with ``correction="heun"``, else ``S``).
+      correction: ``"multistep"`` (the default), ``"heun"`` (the paper's, or ``True``) or ``"none"`` (or ``False``).
       postprocess: optional jnp function ``(x_num, x_cat) -> pytree`` run on the device (decoding).
       guidance: classifier-free guidance weight ``w >= 0`` of the rows whose ``config.guided_block`` is
         given in ``known`` (0: no guidance; ``w > 0`` doubles their network calls).
@@ -213,6 +251,7 @@ def sample(params, graphdef, config: td.TabDiffConfig, key, n: int, *, steps: in
     if steps < 2:
         raise ConfigError(f"steps must be an integer >= 2, got {steps}")
     chunk_size = check_chunk_size(chunk_size)
+    correction = correction_name(correction)
     n = int(n)
     per_row = None
     if known is not None:
@@ -225,7 +264,7 @@ def sample(params, graphdef, config: td.TabDiffConfig, key, n: int, *, steps: in
         guidance = 0.0  # no row gives the target: the plain calls (the same rows, half the cost)
 
     def make_chunk(size, mesh):
-        fn = make_chunk_sampler(graphdef, config, size, steps, bool(correction), bool(stochastic), known is not None,
+        fn = make_chunk_sampler(graphdef, config, size, steps, correction, bool(stochastic), known is not None,
                                 mesh, guidance)
         if postprocess is not None:
             fn = _with_postprocess(fn, postprocess)
