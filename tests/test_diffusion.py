@@ -113,6 +113,7 @@ def test_per_example_gradients_average_to_the_batch_gradient():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 40 s of compiling 100 blocks; test_multinomial's twin checks the categorical terms by default
 def test_no_nan_at_T1000_with_100_blocks_of_50():
     cfg = dm.DiffusionConfig(num_numeric=3, categorical_sizes=(50,) * 100, num_timesteps=1000)
     g, p = split_params(dm.make_denoiser(cfg, hidden_dims=(32,), rngs=nnx.Rngs(0)))

@@ -10,7 +10,9 @@ exp(-sigma_b(t))`` and the log-linear schedule ``sigma_b(t) = -log(1 - ((1 - e_m
 One denoiser (:class:`~tabdiff_jax.diffusion.denoiser.TabDDPMDenoiser`, no label input) sees
 ``[c_in x_t | one-hot with mask]`` and the time (``1000 t`` by default; or, as the official code,
 ``log(sigma_ref(t)) / 4`` of the rho = 7 schedule: :attr:`TabDiffConfig.time_input`); with EDM preconditioning (``sigma_data``) it returns
-``D(x_t) = c_skip x_t + c_out F`` for the numbers and one logit per real category. The loss of a row:
+``D(x_t) = c_skip x_t + c_out F`` for the numbers and one logit per real category (``backbone="transformer"``:
+the column-tokenised :class:`~tabdiff_jax.diffusion.transformer.ColumnTransformer` instead, same input and
+output). The loss of a row:
 
 * numbers: ``mean_j (sigma^2 + s_d^2) / (sigma s_d)^2 (D_j - x_j)^2`` (EDM's weighting);
 * categories: ``mean_b [x_b masked] sigma_b'(t) / expm1(sigma_b(t)) (-log p(x_b))``, the masked-diffusion
@@ -53,6 +55,7 @@ REF_RHO = 7.0  # the fixed schedule whose noise level conditions the network (of
 ST_TAU = 0.01  # temperature of the straight-through mask softmax
 T_FLOOR = 1e-6  # training times are drawn in [T_FLOOR, 1): t^k stays differentiable in k
 TIME_INPUTS = ("t", "log_sigma")
+BACKBONES = ("mlp", "transformer")  # the denoiser of TabDiffNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +185,26 @@ def time_input(t: jax.Array, config: TabDiffConfig) -> jax.Array:
 
 # -------------------------------------------------------------------------------------- network
 class TabDiffNetwork(nnx.Module):
-    """The joint denoiser plus the learned schedule exponents (``rho_raw [d]``, ``k_raw [B]``)."""
+    """The joint denoiser plus the learned schedule exponents (``rho_raw [d]``, ``k_raw [B]``).
+
+    ``backbone``: "mlp" (TabDDPM's MLP, ``hidden_dims``) or "transformer" (the column-tokenised
+    :class:`~tabdiff_jax.diffusion.transformer.ColumnTransformer`, ``transformer`` its keyword options:
+    ``d_token``, ``layers``, ``heads``); both take ``[c_in x_t | masked one-hots]`` and the time input."""
 
     def __init__(self, config: TabDiffConfig, *, hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
                  dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, matmul_dtype: Optional[str] = None,
-                 rngs: nnx.Rngs):
-        self.denoiser = TabDDPMDenoiser(config.d_in, config.d_out, hidden_dims=hidden_dims, dim_t=dim_t,
-                                        dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs)
+                 backbone: str = "mlp", transformer: Optional[dict] = None, rngs: nnx.Rngs):
+        if backbone not in BACKBONES:
+            raise ConfigError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if backbone == "transformer":
+            from tabdiff_jax.diffusion.transformer import ColumnTransformer
+
+            self.denoiser = ColumnTransformer(config.num_numeric, config.masked_sizes, dim_t=dim_t,
+                                              dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs,
+                                              **(transformer or {}))
+        else:
+            self.denoiser = TabDDPMDenoiser(config.d_in, config.d_out, hidden_dims=hidden_dims, dim_t=dim_t,
+                                            dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs)
         self.rho_raw = nnx.Param(jnp.full((config.num_numeric,), config.rho_init, jnp.float32))
         self.k_raw = nnx.Param(jnp.full((config.num_blocks,), config.k_init, jnp.float32))
 

@@ -12,9 +12,11 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
     steps, batch_size, lr (AdamW, decaying linearly to 0), weight_decay, hidden_dims, dim_t, dropout,
     ema_decay (None: no EMA), sample_with_ema, grad_clip, anneal_num_weight (the numeric loss weight
     falls from 1 to 0 over the run, as the official "anneal"), learn_schedule (learn rho and k),
-    cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), num_sample_steps (sampler steps, 50), correction (Heun's correction of the numbers),
+    cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), num_sample_steps (sampler steps, 50), correction ("multistep": second order from the previous step's network call, the default; "heun": the paper's, a second call per step; "none"),
     stochastic (the sampler's churn), cond_prob, guidance (classifier-free guidance: see the class), checkpoint_every, checkpoint_seconds, log_every,
     sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
+    backbone ("mlp": TabDDPM's MLP, the default; "transformer": the paper's column-tokenised transformer,
+    :mod:`tabdiff_jax.diffusion.transformer`, sized by d_token, layers, heads; hidden_dims is then unused),
     epsilon (None: not private, the default), delta, max_grad_norm, clipping, accountant (DP-SGD, as
     TabDDPM's: :mod:`tabdiff_jax.privacy.loop`; see ``_fit_private``; a private fit with a classification
     target releases its class frequencies, as TabDDPM, and sampling draws each row's class from them)
@@ -50,10 +52,11 @@ from tabdiff_jax.training import early_stop, resolve_config, train_estimator
 TABDIFF_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=1e-3, weight_decay=0.0, hidden_dims=(256, 256), dim_t=128, dropout=0.0,
     ema_decay=0.999, sample_with_ema=True, grad_clip=None, anneal_num_weight=False, learn_schedule=True,
-    cat_weight=1.0, time_input="t", num_sample_steps=tds.DEFAULT_STEPS, correction=True, stochastic=True,
+    cat_weight=1.0, time_input="t", num_sample_steps=tds.DEFAULT_STEPS, correction=tds.DEFAULT_CORRECTION, stochastic=True,
     cond_prob=0.0, guidance=0.0,  # classifier-free guidance on the classification target (off)
     checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, sample_chunk_size=None, matmul_dtype=None,
     preprocessor=None,
+    backbone="mlp", d_token=32, layers=2, heads=4,  # the transformer's sizes (backbone="transformer" only)
     # DP-SGD (tabdiff_jax.privacy.loop.PRIVATE_OPTIONS); epsilon=None: not private
     epsilon=None, delta=1e-5, max_grad_norm=1.0, clipping="ghost", accountant="rdp",
 )
@@ -73,7 +76,8 @@ LABEL_DRAW = 0x4C505249
 
 @register("tabdiff")
 class TabDiff(NetworkState, Synthesizer):
-    """TabDiff: learned-schedule Gaussian diffusion for numbers, masked diffusion for categories, one MLP.
+    """TabDiff: learned-schedule Gaussian diffusion for numbers, masked diffusion for categories, one network
+    (an MLP; ``backbone="transformer"``: a column-tokenised transformer, slower on CPU: see the README).
 
     Private (``epsilon=``) with a classification target, the class frequencies are released with 2% of
     the budget, as TabDDPM's label prior; sampling draws each row's class from them and inpaints every
@@ -111,16 +115,22 @@ class TabDiff(NetworkState, Synthesizer):
             config["hidden_dims"] = [int(w) for w in config["hidden_dims"]]
         self.settings = resolve_config(TABDIFF_DEFAULTS, config, "TabDiff")
         s = self.settings
-        for name in ("steps", "batch_size", "dim_t", "checkpoint_every", "log_every", "sample_chunk_size"):
+        for name in ("steps", "batch_size", "dim_t", "checkpoint_every", "log_every", "sample_chunk_size",
+                     "d_token", "layers", "heads"):
             if name != "sample_chunk_size" or s[name] is not None:
-                validate.positive_int(name, s[name], 0 if name == "steps" else 1)
+                validate.positive_int(name, s[name], 0 if name in ("steps", "layers") else 1)
+        if s["backbone"] not in td.BACKBONES:
+            raise ConfigError(f"backbone must be one of {td.BACKBONES}, got {s['backbone']!r}")
+        if s["d_token"] % s["heads"]:
+            raise ConfigError(f"d_token ({s['d_token']}) must be divisible by heads ({s['heads']})")
         validate.positive_int("num_sample_steps", s["num_sample_steps"], 2)
         validate.positive_float("cat_weight", s["cat_weight"], allow_zero=True)
         validate.positive_float("guidance", s["guidance"], allow_zero=True)
         if not (validate.positive_float("cond_prob", s["cond_prob"], allow_zero=True) < 1.0):
             raise ConfigError(f"cond_prob must be a number in [0, 1), got {s['cond_prob']!r}")
         td.TabDiffConfig(num_numeric=1, time_input=s["time_input"])  # validates
-        for name in ("anneal_num_weight", "learn_schedule", "correction", "stochastic", "sample_with_ema"):
+        tds.correction_name(s["correction"])  # validates
+        for name in ("anneal_num_weight", "learn_schedule", "stochastic", "sample_with_ema"):
             if not isinstance(s[name], (bool, np.bool_)):
                 raise ConfigError(f"{name} must be True or False, got {s[name]!r}")
         validate.network_options(s)  # lr, weight_decay, ema_decay, dropout, matmul_dtype, privacy
@@ -137,7 +147,9 @@ class TabDiff(NetworkState, Synthesizer):
                                               guided_block=layout.target_categorical_index,
                                               cond_prob=float(s["cond_prob"]))
         net = td.make_network(config, hidden_dims=tuple(s["hidden_dims"]), dim_t=int(s["dim_t"]),
-                              dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"], rngs=nnx.Rngs(key))
+                              dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"], backbone=s["backbone"],
+                              transformer=dict(d_token=int(s["d_token"]), layers=int(s["layers"]), heads=int(s["heads"])),
+                              rngs=nnx.Rngs(key))
         graphdef, params = split_params(net)
         self._layout, self._config, self._graphdef = layout, config, graphdef
         return config, graphdef, params
@@ -232,7 +244,7 @@ class TabDiff(NetworkState, Synthesizer):
         return self._postprocess
 
     def _sample_raw(self, start, n, key, *, known=None, chunk_size: Optional[int] = None,
-                    num_sample_steps: Optional[int] = None, correction: Optional[bool] = None,
+                    num_sample_steps: Optional[int] = None, correction=None,
                     guidance: Optional[float] = None):
         """``known`` (:class:`~tabdiff_jax.conditioning.Known`, full layout): given cells kept exactly
         (categories never masked, numbers inpainted along the forward process). A private model's rows
@@ -245,7 +257,7 @@ class TabDiff(NetworkState, Synthesizer):
             known = self._draw_labels(start, n, key, known)
         return tds.sample(self._params, self._graphdef, self._config, key, n,
                           steps=s["num_sample_steps"] if num_sample_steps is None else num_sample_steps,
-                          correction=s["correction"] if correction is None else bool(correction),
+                          correction=s["correction"] if correction is None else correction,
                           stochastic=bool(s["stochastic"]), known=known,
                           chunk_size=s["sample_chunk_size"] if chunk_size is None else chunk_size,
                           postprocess=self._decode_fn(), start=start,
