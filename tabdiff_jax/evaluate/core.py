@@ -66,7 +66,8 @@ def evaluate(
         "relations")``; "detection" is both the boosted and the logistic (SDMetrics C2ST) detection.
       utility_model: ``"auto"`` (CatBoost if installed, else scikit-learn), ``"catboost"``, ``"sklearn"``.
       utility_iterations: most boosting rounds of the utility model (early stopping on 20 %).
-      threads: threads of the utility model (-1: all cores; 1 can be faster on a busy machine).
+      threads: threads of the utility model (-1: all cores; 1 can be faster on a busy machine); CatBoost
+        fits on one whatever this says (its trees depend on the count) and predicts on ``threads``.
       detection_rows, coverage_rows: at most this many rows per table for both detections and for
         alpha-precision / beta-recall (seeded subsamples).
       sdmetrics_rows: rows per table for the SDMetrics-style DCR (``None``: all rows).
