@@ -12,12 +12,12 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from test_private_diffusion import assert_tabdiff_ghost_clipping_matches_vmap
 from test_sampling_contract import _frame, assert_same_rows
 
 from tabdiff_jax.diffusion import tabdiff as td
 from tabdiff_jax.diffusion.transformer import ColumnTransformer
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.privacy import clipped_grad_sum
 from tabdiff_jax.state import init_train_state, split_params
 
 D, MASKED = 2, (4, 3)  # two numeric columns, blocks of 3 and 2 categories (plus the mask state)
@@ -99,20 +99,7 @@ def test_bookkeeping_clipping_of_the_transformer_matches_per_example_vmap():
     net = td.make_network(config, backbone="transformer", dim_t=8, transformer=dict(d_token=8, layers=1, heads=2),
                           rngs=nnx.Rngs(0))
     assert net.denoiser.d_in == config.d_in and net.denoiser.d_out == config.d_out
-    graphdef, params = split_params(net)
-    frozen = {k: v for k, v in params.items() if k != "denoiser"}
-    k = jax.random.split(jax.random.key(1), 3)
-    batch = td.TableBatch(jax.random.normal(k[0], (6, D)),
-                          jnp.stack([jax.random.randint(k[1], (6,), 0, 3), jax.random.randint(k[2], (6,), 0, 2)], 1))
-    keys, mask = jax.random.split(jax.random.key(2), 6), jnp.arange(6) < 5
-    f = jax.jit(lambda p: [clipped_grad_sum(td.dpsgd_loss_fn(config), p, batch, keys, mask, l2_clip=0.5, clipping=m,
-                                            graphdef=graphdef, static_state=(frozen,)) for m in ("ghost", "vmap")])
-    (gs, gst, gl), (vs, vst, vl) = f({"denoiser": params["denoiser"]})
-    assert 0 < int(gst.num_clipped) <= 5
-    np.testing.assert_allclose(np.asarray(gl), np.asarray(vl), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(gst.norms), np.asarray(vst.norms), rtol=1e-4, atol=1e-6)
-    for a, c in zip(jax.tree.leaves(gs), jax.tree.leaves(vs)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-4, atol=1e-5)
+    assert_tabdiff_ghost_clipping_matches_vmap(net, config, rows=6, real=5, rtol_norms=1e-4, rtol_grads=1e-4)
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from tabdiff_jax import validate
 from tabdiff_jax.blocks import block_index, block_log_softmax, onehot
 from tabdiff_jax.diffusion.denoiser import DEFAULT_DIM_T, DEFAULT_HIDDEN_DIMS, TabDDPMDenoiser
 from tabdiff_jax.diffusion.tabddpm import TableBatch, draw_batch  # noqa: F401  (re-exported)
@@ -194,8 +195,7 @@ class TabDiffNetwork(nnx.Module):
     def __init__(self, config: TabDiffConfig, *, hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
                  dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, matmul_dtype: Optional[str] = None,
                  backbone: str = "mlp", transformer: Optional[dict] = None, rngs: nnx.Rngs):
-        if backbone not in BACKBONES:
-            raise ConfigError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        validate.in_choices("backbone", backbone, BACKBONES)
         if backbone == "transformer":
             from tabdiff_jax.diffusion.transformer import ColumnTransformer
 

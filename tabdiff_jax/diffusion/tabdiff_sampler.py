@@ -162,7 +162,8 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
         net = nnx.merge(graphdef, params)
         rho, k = net.exponents(config)
         grid = sampler_grid(config, rho, k, steps, stochastic)
-        grid["extrapolate"] = multistep_weights(grid["sigma_hat"], grid["sigma_next"])
+        if correction == "multistep":
+            grid["extrapolate"] = multistep_weights(grid["sigma_hat"], grid["sigma_next"])
         fn = net.denoiser.conditioned(None)
 
         def plain(x, cat_codes, t, sigma):

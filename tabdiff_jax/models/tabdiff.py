@@ -119,8 +119,7 @@ class TabDiff(NetworkState, Synthesizer):
                      "d_token", "layers", "heads"):
             if name != "sample_chunk_size" or s[name] is not None:
                 validate.positive_int(name, s[name], 0 if name in ("steps", "layers") else 1)
-        if s["backbone"] not in td.BACKBONES:
-            raise ConfigError(f"backbone must be one of {td.BACKBONES}, got {s['backbone']!r}")
+        validate.in_choices("backbone", s["backbone"], td.BACKBONES)
         if s["d_token"] % s["heads"]:
             raise ConfigError(f"d_token ({s['d_token']}) must be divisible by heads ({s['heads']})")
         validate.positive_int("num_sample_steps", s["num_sample_steps"], 2)
