@@ -211,7 +211,6 @@ def test_resumed_private_run_equals_uninterrupted_and_keeps_its_length(tmp_path)
 
 
 # ------------------------------------------------------------------------------ private TabDiff
-@pytest.mark.slow
 def assert_tabdiff_ghost_clipping_matches_vmap(net, config, *, rows: int, real: int, rtol_norms: float,
                                                rtol_grads: float):
     """Book-keeping ("ghost") and vmap clipping of TabDiff's DP-SGD loss on ``net`` agree (losses, norms, clipped
@@ -235,6 +234,7 @@ def assert_tabdiff_ghost_clipping_matches_vmap(net, config, *, rows: int, real: 
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=rtol_grads, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tabdiff_loss_ghost_clipping_with_a_frozen_schedule_matches_vmap():
     from tabdiff_jax.diffusion import tabdiff as td
 
