@@ -107,6 +107,7 @@ class TabDDPMDenoiser(nnx.Module):
         *,
         dropout_key: Optional[jax.Array] = None,
         time_table: Optional[int] = None,
+        time_rows: Optional[jax.Array] = None,
     ) -> jax.Array:
         """Denoise one batch.
 
@@ -119,12 +120,16 @@ class TabDDPMDenoiser(nnx.Module):
           time_table: ``T``: embed all timesteps ``0 .. T - 1`` once and look the rows' up (the
             same values; cheaper when ``n`` exceeds ``T``, as in a training batch of 4,096 rows
             with ``T`` = 1000: the time MLP runs on ``T`` rows instead of ``n``).
+          time_rows: int ``[n]``: ``t`` then holds ``K`` times, embedded once, and row ``i`` reads
+            ``t[time_rows[i]]``'s (TabDiff's training with shared times: the time MLP runs on ``K`` rows).
 
         Returns:
           ``[n, d_out]``: predicted noise for the numbers, then the logits of each block.
         """
         if time_table is not None:
             emb = jnp.take(self.time_embedding(jnp.arange(int(time_table))), t, axis=0, mode="clip")
+        elif time_rows is not None:
+            emb = jnp.take(self.time_embedding(t), time_rows, axis=0)
         else:
             emb = self.time_embedding(t)
         if self.label_embed is not None:

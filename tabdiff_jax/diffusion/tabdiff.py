@@ -237,12 +237,15 @@ def split_output(out: jax.Array, config: TabDiffConfig) -> tuple[jax.Array, jax.
     return out[..., : config.num_numeric], out[..., config.num_numeric:]
 
 
-def denoise(net: TabDiffNetwork, config: TabDiffConfig, x_num_t, cat_in, t, sigma, *, dropout_key=None):
+def denoise(net: TabDiffNetwork, config: TabDiffConfig, x_num_t, cat_in, t, sigma, *, dropout_key=None,
+            time_rows=None):
     """``(D(x_t) [n, d], logits [n, sum K_b])`` for noisy numbers, masked one-hots ``cat_in``, times ``t [n]``
-    and per-column noise levels ``sigma [n, d]``."""
+    (with ``time_rows [n]``: ``t`` holds ``K`` shared times, row ``i`` at ``t[time_rows[i]]``) and per-column
+    noise levels ``sigma [n, d]``."""
     c_in, c_skip, c_out = precondition(sigma, config.sigma_data)
+    extra = {} if time_rows is None else {"time_rows": time_rows}
     out = net.denoiser(jnp.concatenate([c_in * x_num_t, cat_in], axis=-1), time_input(t, config),
-                       dropout_key=dropout_key)
+                       dropout_key=dropout_key, **extra)
     f, logits = split_output(out, config)
     return c_skip * x_num_t + c_out * f, logits
 
@@ -273,8 +276,14 @@ def _row_given(config: TabDiffConfig, key):
     return jax.random.uniform(jax.random.fold_in(key, COND_DRAW), ()) < config.cond_prob
 
 
+def stratified_times(key, strata: int) -> jax.Array:
+    """``K = strata`` times in ``[T_FLOOR, 1)``, one uniform draw in each of ``K`` equal strata."""
+    u = jax.random.uniform(key, (int(strata),))
+    return T_FLOOR + (1.0 - T_FLOOR) * (jnp.arange(int(strata), dtype=jnp.float32) + u) / int(strata)
+
+
 def row_losses(net: TabDiffNetwork, x_num, x_cat, keys, config: TabDiffConfig, num_weight=1.0, *,
-               with_terms: bool = False, times: Optional[jax.Array] = None):
+               with_terms: bool = False, times: Optional[jax.Array] = None, shared_times: Optional[jax.Array] = None):
     """Loss of each row ``[n]``; row ``i`` depends only on row ``i`` and ``keys[i]`` (DP-SGD's contract).
 
     Args:
@@ -284,9 +293,15 @@ def row_losses(net: TabDiffNetwork, x_num, x_cat, keys, config: TabDiffConfig, n
       num_weight: weight of the numeric term (traced: the trainer may anneal it).
       with_terms: also return the unweighted ``(numeric, categorical)`` terms ``[n]`` each.
       times: fixed times ``[n]`` instead of the drawn ones (tests).
+      shared_times: ``[K]`` times instead of the drawn ones, row ``i`` at ``shared_times[i % K]`` (the time
+        MLP runs on ``K`` rows; not for DP-SGD's per-example losses, whose rows draw their own).
     """
     t, eps, gumbel = jax.vmap(lambda k: _row_draws(config, k))(keys)
     t = t if times is None else jnp.asarray(times, jnp.float32)
+    time_rows = None
+    if shared_times is not None:
+        time_rows = jnp.arange(x_num.shape[0]) % shared_times.shape[0]
+        t = shared_times[time_rows]
     drop_key = jax.random.fold_in(keys[0], 7) if net.denoiser.dropout_rate > 0 else None
     rho, k = net.exponents(config)
     sigma = power_mean_sigma(t[:, None], rho, config.sigma_min, config.sigma_max)  # [n, d]
@@ -307,7 +322,8 @@ def row_losses(net: TabDiffNetwork, x_num, x_cat, keys, config: TabDiffConfig, n
         cat_in = keep_oh * (1.0 - spread) + mask_oh * spread
     else:
         cat_in = jnp.zeros((x_num.shape[0], 0), jnp.float32)
-    d_x, logits = denoise(net, config, x_num_t, cat_in, t, sigma, dropout_key=drop_key)
+    d_x, logits = denoise(net, config, x_num_t, cat_in, t if time_rows is None else shared_times, sigma,
+                          dropout_key=drop_key, time_rows=time_rows)
     if config.num_numeric:
         weight = (sigma ** 2 + config.sigma_data ** 2) / (sigma * config.sigma_data) ** 2
         loss_num = jnp.mean(weight * (d_x - x_num) ** 2, axis=-1)
@@ -342,19 +358,26 @@ def dpsgd_loss_fn(config: TabDiffConfig):
     return lambda net, batch, keys: row_losses(net, batch.x_num, batch.x_cat, keys, config)
 
 
-def batch_loss(params, graphdef, batch: TableBatch, key, config: TabDiffConfig, num_weight=1.0):
-    """Mean loss of a batch: ``(loss, metrics)``."""
+SHARED_TIMES_DRAW = 0x54494D45  # fold_in constant of a batch's shared times ("TIME")
+
+
+def batch_loss(params, graphdef, batch: TableBatch, key, config: TabDiffConfig, num_weight=1.0, time_strata: int = 0):
+    """Mean loss of a batch: ``(loss, metrics)``; ``time_strata = K > 0``: the rows share ``K`` stratified times
+    (each row's still uniform on ``[T_FLOOR, 1)``: the same loss in expectation), else each row draws its own."""
     net = nnx.merge(graphdef, params)
     keys = jax.random.split(key, batch.x_num.shape[0])
-    loss, (ln, lc) = row_losses(net, batch.x_num, batch.x_cat, keys, config, num_weight, with_terms=True)
+    shared = stratified_times(jax.random.fold_in(key, SHARED_TIMES_DRAW), time_strata) if time_strata else None
+    loss, (ln, lc) = row_losses(net, batch.x_num, batch.x_cat, keys, config, num_weight, with_terms=True,
+                                shared_times=shared)
     loss = jnp.mean(loss)
     return loss, {"loss": loss, "loss_num": jnp.mean(ln), "loss_cat": jnp.mean(lc)}
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: TabDiffConfig, *,
                     batch_size: Optional[int] = None, ema_decay: Optional[float] = None,
-                    num_steps: Optional[int] = None, anneal_num_weight: bool = True, mesh=None):
-    """One compiled step ``step(state, data, key) -> (state, metrics)`` (state donated).
+                    num_steps: Optional[int] = None, anneal_num_weight: bool = True, mesh=None, time_strata: int = 0):
+    """One compiled step ``step(state, data, key) -> (state, metrics)`` (state donated); ``time_strata``: see
+    :func:`batch_loss`.
 
     ``data`` is the whole training set when ``batch_size`` is given (the batch is drawn inside), else the
     batch. With ``anneal_num_weight`` and ``num_steps`` the numeric loss weight falls linearly from 1 to 0
@@ -369,7 +392,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: T
         w = 1.0
         if anneal_num_weight and num_steps:
             w = 1.0 - state.step.astype(jnp.float32) / float(num_steps)
-        grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, graphdef, batch, k_loss, config, w)
+        grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, graphdef, batch, k_loss, config, w,
+                                                            time_strata)
         metrics["grad_norm"] = optax.global_norm(grads)
         return apply_gradients(state, grads, optimizer, ema_decay), metrics
 

@@ -142,12 +142,16 @@ class ColumnTransformer(nnx.Module):
         return jnp.stack([layer(x[:, a:b]) for layer, a, b in zip(self.tokenizers, bounds[:-1], bounds[1:])], axis=1)
 
     def __call__(self, x: jax.Array, t: jax.Array, y: Optional[jax.Array] = None, *,
-                 dropout_key: Optional[jax.Array] = None) -> jax.Array:
+                 dropout_key: Optional[jax.Array] = None, time_rows: Optional[jax.Array] = None) -> jax.Array:
         """Denoise one batch: ``x [n, d_in]``, ``t [n]`` or ``[1]`` (shared) -> ``[n, d_out]`` (the numbers'
-        outputs, then each block's logits). ``y`` must be None (no label input)."""
+        outputs, then each block's logits); ``time_rows [n]``: ``t`` holds ``K`` times, row ``i`` reads
+        ``t[time_rows[i]]`` (as :class:`~tabdiff_jax.diffusion.denoiser.TabDDPMDenoiser`). ``y`` must be None."""
         if y is not None:
             raise ConfigError("the column transformer takes no label input (y)")
-        h = self.tokens(x) + self.time_embedding(t)[:, None, :]
+        emb = self.time_embedding(t)
+        if time_rows is not None:
+            emb = jnp.take(emb, time_rows, axis=0)
+        h = self.tokens(x) + emb[:, None, :]
         keys = (jax.random.split(dropout_key, len(self.blocks)) if dropout_key is not None
                 else [None] * len(self.blocks))
         for block, key in zip(self.blocks, keys):

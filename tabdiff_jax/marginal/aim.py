@@ -14,8 +14,10 @@ pair of columns, weight 1):
   (``sqrt(2 / pi) sigma |c|`` in L1), ``sigma`` halves and ``epsilon`` doubles (annealing);
 * when what is left is less than two rounds' worth, the last round spends exactly all of it.
 
-The estimated marginals ``x̂_c`` of the candidates come from the model's potentials by variable
-elimination in NumPy (:meth:`~.graphical.GraphModel.marginal`): no compiled program per candidate.
+The estimated marginals ``x̂_c`` of the candidates come from the model's potentials in NumPy: one
+sum-product calibration of its junction tree per round, each candidate a sum of the smallest clique
+belief holding it (:meth:`~.graphical.GraphModel.calibrate`; variable elimination otherwise): no compiled
+program per candidate, and no pass over the whole model per candidate.
 """
 
 from __future__ import annotations
@@ -101,9 +103,9 @@ def run_aim(codes: np.ndarray, shape, rho: float, key: jax.Array, *, workload=No
         model_cliques = est.cliques()
         free = {s for c in model_cliques for r in range(1, len(c) + 1) for s in itertools.combinations(c, r)}
         pool = [c for c in candidates if c in free or est.model_size_mb(model_cliques + [c]) <= limit]
-        scores = []
+        scores, calibrated = [], model.calibrate()
         for c in pool:
-            x_hat = model.marginal(c).reshape(-1) * model.total
+            x_hat = calibrated.marginal(c).reshape(-1) * model.total
             bias = math.sqrt(2.0 / math.pi) * sigma * answers[c].size
             scores.append(candidates[c] * (np.abs(answers[c] - x_hat).sum() - bias))
         k_sel, k_noise = split_key(key, 2 * (d + t)), split_key(key, 2 * (d + t) + 1)
@@ -114,7 +116,7 @@ def run_aim(codes: np.ndarray, shape, rho: float, key: jax.Array, *, workload=No
         n_cells = answers[pick].size
         est.add(pick, answers[pick] + gaussian_noise(k_noise, n_cells, sigma), sigma)
         ledger.spend(f"measure:{pick}", gaussian_rho(sigma))
-        before = model.marginal(pick).reshape(-1) * model.total
+        before = calibrated.marginal(pick).reshape(-1) * model.total
         model = est.fit(round_iters)
         after = model.marginal(pick).reshape(-1) * model.total
         if not done and np.abs(after - before).sum() <= math.sqrt(2.0 / math.pi) * sigma * n_cells:

@@ -65,8 +65,10 @@ def exponential_mechanism(key: jax.Array, scores: np.ndarray, epsilon: float, se
 # XLA's backend optimisation level 0 halves the compile time of the per-round programs (measured 16 s ->
 # 7 s for 23 small cliques on a loaded 2-core machine; 100 steps ran as fast). On a large model its steps
 # run about 1.8x slower (100 steps on a 13 MB junction tree: 12.2 vs 6.8 CPU s), so the final fit of
-# many steps is compiled at the default level.
+# many steps, and a round's on a model over ROUND_OPTIONS_MAX_MB (where 100 slower steps cost more than the
+# compile saves: 27 MB, 100 steps 80 vs 53 s on a loaded machine, compile 8 vs 13 s), at the default level.
 ROUND_OPTIONS = {"xla_backend_optimization_level": 0}
+ROUND_OPTIONS_MAX_MB = 4.0
 
 
 def _estimate(loss_fn, known_total, warm, *, domain, iters, method):
@@ -115,8 +117,9 @@ class Estimator:
         key = (tuple(self.measured), None if start is None else start.cliques, int(iters), final)
         if key not in self._compiled:  # the structure is new: lower and compile once
             fn = functools.partial(_estimate, domain=self.domain, iters=int(iters), method=m.estimation.MirrorDescent())
+            quick = not final and self.model_size_mb(list(self.measured)) <= ROUND_OPTIONS_MAX_MB
             self._compiled[key] = jax.jit(fn).lower(loss_fn, float(total), start).compile(
-                compiler_options={} if final else ROUND_OPTIONS)
+                compiler_options=ROUND_OPTIONS if quick else {})
         self.model = self._compiled[key](loss_fn, float(total), start)
         return GraphModel.from_mbi(self.model, self.shape)
 

@@ -106,13 +106,42 @@ class GraphModel:
         log_p = log_p - logsumexp(log_p)
         return np.exp(log_p)
 
+    def calibrate(self) -> "Calibrated":
+        """The log beliefs of every elimination clique after one collect and one distribute pass of sum-product
+        over the junction tree of :func:`greedy_order` (each potential in the clique of its first-eliminated
+        attribute): the marginal of any set inside one of them is then a sum of one table."""
+        order, neighbours = greedy_order(self.cliques, self.shape)
+        pos = {a: i for i, a in enumerate(order)}
+        scopes = {a: tuple(sorted((a, *neighbours[a]))) for a in order}
+        parent = {a: min(neighbours[a], key=pos.get) if neighbours[a] else None for a in order}
+        up = {a: np.zeros([self.shape[v] for v in scopes[a]]) for a in order}
+        for c, table in zip(self.cliques, self.potentials):
+            home = min(c, key=pos.get)
+            up[home] = up[home] + _aligned(tuple(c), np.asarray(table, np.float64), scopes[home])
+        sent = {}
+        for a in order:  # collect: each clique sends its sum over ``a`` to its parent
+            if parent[a] is not None:
+                sent[a] = logsumexp(up[a], axis=scopes[a].index(a))
+                up[parent[a]] = up[parent[a]] + _aligned(neighbours[a], sent[a], scopes[parent[a]])
+        beliefs = {}
+        for a in reversed(order):  # distribute: the parent's belief over the separator, less what was sent
+            b = parent[a]
+            if b is None:
+                beliefs[a] = up[a]
+                continue
+            drop = tuple(k for k, v in enumerate(scopes[b]) if v not in neighbours[a])
+            down = (logsumexp(beliefs[b], axis=drop) if drop else beliefs[b]) - _aligned(neighbours[a], sent[a], tuple(
+                v for v in scopes[b] if v in neighbours[a]))
+            beliefs[a] = up[a] + _aligned(neighbours[a], down, scopes[a])
+        return Calibrated(self, [(scopes[a], beliefs[a]) for a in order])
+
     def sampler_tables(self) -> list[tuple[int, tuple, np.ndarray]]:
         """``[(attribute, parents, cdf [prod(parent sizes), shape[attribute]])]`` in sampling order."""
         order, neighbours = greedy_order(self.cliques, self.shape)
-        tables = []
+        calibrated, tables = self.calibrate(), []
         for a in reversed(order):
             parents = neighbours[a]
-            joint = self.marginal(parents + (a,)).reshape(-1, self.shape[a])
+            joint = calibrated.marginal(parents + (a,)).reshape(-1, self.shape[a])
             mass = joint.sum(axis=1, keepdims=True)
             cond = np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), 1.0 / self.shape[a])
             cdf = np.cumsum(cond, axis=1)
@@ -142,6 +171,27 @@ class GraphModel:
             factor = pots[c]
             tables.append(np.asarray(factor.transpose(tuple(c)).values, np.float64))
         return cls(tuple(int(s) for s in shape), cliques, tables, float(model.total))
+
+
+@dataclasses.dataclass
+class Calibrated:
+    """A :class:`GraphModel`'s calibrated clique beliefs (:meth:`GraphModel.calibrate`)."""
+
+    model: GraphModel
+    beliefs: list  # [(scope: sorted attributes, log belief table)]
+
+    def marginal(self, attrs: Sequence[int]) -> np.ndarray:
+        """As :meth:`GraphModel.marginal`: from the smallest belief holding ``attrs``, else by elimination."""
+        attrs = tuple(int(a) for a in attrs)
+        holding = [(scope, table) for scope, table in self.beliefs if set(attrs) <= set(scope)]
+        if not holding:
+            return self.model.marginal(attrs)
+        scope, table = min(holding, key=lambda st: st[1].size)
+        drop = tuple(k for k, v in enumerate(scope) if v not in attrs)
+        log_p = logsumexp(table, axis=drop) if drop else table
+        kept = tuple(v for v in scope if v in attrs)
+        log_p = np.transpose(log_p, [kept.index(a) for a in attrs])
+        return np.exp(log_p - logsumexp(log_p))
 
 
 def draw_codes(tables: list, shape: Sequence[int], uniforms: np.ndarray) -> np.ndarray:

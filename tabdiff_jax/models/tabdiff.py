@@ -12,7 +12,9 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
     steps, batch_size, lr (AdamW, decaying linearly to 0), weight_decay, hidden_dims, dim_t, dropout,
     ema_decay (None: no EMA), sample_with_ema, grad_clip, anneal_num_weight (the numeric loss weight
     falls from 1 to 0 over the run, as the official "anneal"), learn_schedule (learn rho and k),
-    cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), num_sample_steps (sampler steps, 50), correction ("multistep": second order from the previous step's network call, the default; "heun": the paper's, a second call per step; "none"),
+    cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), time_strata (a
+    training batch's rows share this many stratified times, so the time MLP runs on that many rows;
+    0: a time per row, the paper's; private fits always draw one per row), num_sample_steps (sampler steps, 50), correction ("multistep": second order from the previous step's network call, the default; "heun": the paper's, a second call per step; "none"),
     stochastic (the sampler's churn), cond_prob, guidance (classifier-free guidance: see the class), checkpoint_every, checkpoint_seconds, log_every,
     sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
     backbone ("mlp": TabDDPM's MLP, the default; "transformer": the paper's column-tokenised transformer,
@@ -52,7 +54,7 @@ from tabdiff_jax.training import early_stop, resolve_config, train_estimator
 TABDIFF_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, hidden_dims=(256, 256), dim_t=128, dropout=0.0,
     ema_decay=0.999, sample_with_ema=True, grad_clip=None, anneal_num_weight=False, learn_schedule=True,
-    cat_weight=1.0, time_input="t", num_sample_steps=tds.DEFAULT_STEPS, correction=tds.DEFAULT_CORRECTION, stochastic=True,
+    cat_weight=1.0, time_input="t", time_strata=64, num_sample_steps=tds.DEFAULT_STEPS, correction=tds.DEFAULT_CORRECTION, stochastic=True,
     cond_prob=0.0, guidance=0.0,  # classifier-free guidance on the classification target (off)
     checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, sample_chunk_size=None, matmul_dtype=None,
     preprocessor=None,
@@ -63,11 +65,13 @@ TABDIFF_DEFAULTS = dict(
 
 
 @functools.lru_cache(maxsize=8)
-def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_steps, grad_clip, anneal, mesh=None):
+def _train_step(graphdef, config, batch_size, ema_decay, lr, weight_decay, num_steps, grad_clip, anneal, mesh=None,
+                time_strata=0):
     """``(optimizer, compiled step)``, cached so that refitting the same configuration does not recompile."""
     optimizer = make_annealed_adamw(lr, weight_decay, num_steps=num_steps, grad_clip=grad_clip)
     return optimizer, td.make_train_step(graphdef, optimizer, config, batch_size=batch_size, ema_decay=ema_decay,
-                                         num_steps=num_steps, anneal_num_weight=anneal, mesh=mesh)
+                                         num_steps=num_steps, anneal_num_weight=anneal, mesh=mesh,
+                                         time_strata=time_strata)
 
 
 # fold_in constant of the per-row uniforms that draw a private model's class from its released prior ("LPRI")
@@ -119,6 +123,7 @@ class TabDiff(NetworkState, Synthesizer):
                      "d_token", "layers", "heads"):
             if name != "sample_chunk_size" or s[name] is not None:
                 validate.positive_int(name, s[name], 0 if name in ("steps", "layers") else 1)
+        validate.positive_int("time_strata", s["time_strata"], 0)
         validate.in_choices("backbone", s["backbone"], td.BACKBONES)
         if s["d_token"] % s["heads"]:
             raise ConfigError(f"d_token ({s['d_token']}) must be divisible by heads ({s['heads']})")
@@ -179,7 +184,7 @@ class TabDiff(NetworkState, Synthesizer):
         batch = round_down(batch, mesh)  # rows must split evenly over the devices
         optimizer, step = _train_step(graphdef, config, batch, ema_decay, float(s["lr"]), float(s["weight_decay"]),
                                       max(num_steps, 1), None if s["grad_clip"] is None else float(s["grad_clip"]),
-                                      bool(s["anneal_num_weight"]), mesh)
+                                      bool(s["anneal_num_weight"]), mesh, int(s["time_strata"]))
         state = init_train_state(params, optimizer, ema_decay)
         data, state = to_global((data, state), mesh)
         self._params, self.fit_info = train_estimator(
