@@ -78,7 +78,8 @@ def test_calibrated_beliefs_give_the_eliminated_marginals():
         d = int(rng.integers(3, 7))
         shape = tuple(int(k) for k in rng.integers(2, 5, d))
         pairs = list(itertools.combinations(range(d), 2))
-        cliques = [pairs[i] for i in rng.choice(len(pairs), int(rng.integers(1, len(pairs) + 1)), replace=False)]
+        k = int(rng.integers(1, d + 1)) if _ % 2 else int(rng.integers(1, len(pairs) + 1))  # sparse / dense
+        cliques = [pairs[i] for i in rng.choice(len(pairs), k, replace=False)]
         if rng.random() < 0.4:
             cliques.append(tuple(sorted(int(a) for a in rng.choice(d, 3, replace=False))))
         model = GraphModel(shape, cliques, [2 * rng.normal(size=[shape[a] for a in c]) for c in cliques], 1.0)
@@ -87,6 +88,11 @@ def test_calibrated_beliefs_give_the_eliminated_marginals():
             np.testing.assert_allclose(calibrated.marginal(c), model.marginal(c), atol=1e-10)
     loop = _loop_model()
     np.testing.assert_allclose(loop.calibrate().marginal((0, 1, 2, 3)), loop.marginal((0, 1, 2, 3)), atol=1e-12)
+    # a pair in no clique: along the tree path of a chain; across two unconnected parts: independent
+    for cliques, pair in (([(0, 1), (1, 2), (2, 3)], (3, 0)), ([(0, 1), (2, 3)], (0, 2))):
+        model = GraphModel((3, 4, 2, 5), cliques, [rng.normal(size=[(3, 4, 2, 5)[a] for a in c]) for c in cliques])
+        assert not any(set(pair) <= set(scope) for scope, _ in model.calibrate().beliefs.values())
+        np.testing.assert_allclose(model.calibrate().marginal(pair), model.marginal(pair), atol=1e-12)
 
 
 def test_row_wise_sampler_reproduces_the_model_marginals():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
@@ -133,7 +133,7 @@ class GraphModel:
             down = (logsumexp(beliefs[b], axis=drop) if drop else beliefs[b]) - _aligned(neighbours[a], sent[a], tuple(
                 v for v in scopes[b] if v in neighbours[a]))
             beliefs[a] = up[a] + _aligned(neighbours[a], down, scopes[a])
-        return Calibrated(self, [(scopes[a], beliefs[a]) for a in order])
+        return Calibrated(self, {a: (scopes[a], beliefs[a]) for a in order}, parent)
 
     def sampler_tables(self) -> list[tuple[int, tuple, np.ndarray]]:
         """``[(attribute, parents, cdf [prod(parent sizes), shape[attribute]])]`` in sampling order."""
@@ -173,25 +173,68 @@ class GraphModel:
         return cls(tuple(int(s) for s in shape), cliques, tables, float(model.total))
 
 
+def _project(scope: tuple, table: np.ndarray, keep) -> tuple:
+    """``(kept scope, log table summed over the rest)``."""
+    drop = tuple(k for k, v in enumerate(scope) if v not in keep)
+    return tuple(v for v in scope if v in keep), (logsumexp(table, axis=drop) if drop else table)
+
+
 @dataclasses.dataclass
 class Calibrated:
-    """A :class:`GraphModel`'s calibrated clique beliefs (:meth:`GraphModel.calibrate`)."""
+    """A :class:`GraphModel`'s calibrated clique beliefs (:meth:`GraphModel.calibrate`): ``beliefs[node] = (scope,
+    log table)`` for each elimination clique, ``parent[node]`` its neighbour towards the root (None: a root)."""
 
     model: GraphModel
-    beliefs: list  # [(scope: sorted attributes, log belief table)]
+    beliefs: dict
+    parent: dict
 
     def marginal(self, attrs: Sequence[int]) -> np.ndarray:
-        """As :meth:`GraphModel.marginal`: from the smallest belief holding ``attrs``, else by elimination."""
+        """As :meth:`GraphModel.marginal`: a sum of the smallest belief holding ``attrs``; a pair held by no
+        belief by a pass along the tree path between two cliques holding one each; else by elimination."""
         attrs = tuple(int(a) for a in attrs)
-        holding = [(scope, table) for scope, table in self.beliefs if set(attrs) <= set(scope)]
-        if not holding:
+        holding = [st for st in self.beliefs.values() if set(attrs) <= set(st[0])]
+        if holding:
+            kept, log_p = _project(*min(holding, key=lambda st: st[1].size), attrs)
+        elif len(attrs) == 2:
+            kept, log_p = self._pair(*attrs)
+        else:
             return self.model.marginal(attrs)
-        scope, table = min(holding, key=lambda st: st[1].size)
-        drop = tuple(k for k, v in enumerate(scope) if v not in attrs)
-        log_p = logsumexp(table, axis=drop) if drop else table
-        kept = tuple(v for v in scope if v in attrs)
         log_p = np.transpose(log_p, [kept.index(a) for a in attrs])
         return np.exp(log_p - logsumexp(log_p))
+
+    def _path(self, u, v) -> Optional[list]:
+        up_u, up_v = [u], [v]
+        while self.parent[up_u[-1]] is not None:
+            up_u.append(self.parent[up_u[-1]])
+        while self.parent[up_v[-1]] is not None:
+            up_v.append(self.parent[up_v[-1]])
+        if up_u[-1] != up_v[-1]:
+            return None  # different trees: independent
+        common = next(x for x in up_u if x in set(up_v))
+        return up_u[:up_u.index(common) + 1] + up_v[:up_v.index(common)][::-1]
+
+    def _pair(self, a: int, b: int) -> tuple:
+        """``(scope, log table)`` of ``{a, b}``: carrying the smaller attribute ``a`` from a clique holding it to
+        one holding ``b``, ``P(a, S_next) = sum P(a, S_prev) P(C | S_prev)`` at each clique ``C`` on the way."""
+        if self.model.shape[a] > self.model.shape[b]:
+            a, b = b, a
+        smallest = lambda x: min((n for n, st in self.beliefs.items() if x in st[0]),  # noqa: E731
+                                 key=lambda n: self.beliefs[n][1].size)
+        path = self._path(smallest(a), smallest(b))
+        if path is None:
+            pa, pb = (_project(*self.beliefs[smallest(x)], (x,))[1] for x in (a, b))
+            return (a, b), pa[:, None] + pb[None, :]
+        sep = lambda x, y: set(self.beliefs[x if self.parent[x] == y else y][0]) - {x if self.parent[x] == y else y}  # noqa: E731
+        vars_, table = _project(*self.beliefs[path[0]], {a} | sep(path[0], path[1]))
+        for prev, node in zip(path, path[1:]):
+            scope, belief = self.beliefs[node]
+            union = tuple(sorted(set(scope) | {a}))
+            edge_vars, edge = _project(scope, belief, sep(prev, node))
+            combined = (_aligned(vars_, table, union) + _aligned(scope, belief, union)
+                        - _aligned(edge_vars, edge, union))
+            keep = {a, b} if node == path[-1] else {a} | sep(node, path[path.index(node) + 1])
+            vars_, table = _project(union, combined, keep)
+        return vars_, table
 
 
 def draw_codes(tables: list, shape: Sequence[int], uniforms: np.ndarray) -> np.ndarray:
