@@ -9,7 +9,8 @@ can be overridden, e.g. ``WGANGP(conditional="ctgan", pac=10)``. Options (all ke
     conditional (None | "column" | "ctgan"), condition_column (for "column"; default: the
     classification target), log_frequency, tau, numeric_activation (None: tanh for "minmax" /
     "mode_specific" numbers, identity otherwise), checkpoint_every (epochs), preprocessor (dict
-    of Preprocessor options, e.g. {"numeric": "mode_specific"}).
+    of Preprocessor options, e.g. {"numeric": "mode_specific"}), generator_ema (None, or the decay
+    of a moving average of the generator's weights, which sampling then uses).
 
 An epoch is ``n // batch_size`` generator updates, each after ``n_critic`` critic updates (as
 the ``ctgan`` package counts them), compiled as one ``lax.scan``.
@@ -63,7 +64,7 @@ GAN_DEFAULTS = dict(
     residual=False, dropout=0.0, generator_lr=5e-4, critic_lr=5e-4, optimizer="adam", betas=(0.5, 0.9),
     weight_decay=0.0, loss="bce", gradient_penalty=0.0, weight_clip=None, n_critic=1, pac=1,
     conditional=None, condition_column=None, log_frequency=True, tau=0.2, numeric_activation=None,
-    checkpoint_every=50, checkpoint_seconds=60.0, preprocessor=None,
+    checkpoint_every=50, checkpoint_seconds=60.0, preprocessor=None, generator_ema=None,
 )
 CONDITIONALS = (None, "column", "ctgan")
 
@@ -98,7 +99,8 @@ class GANSynthesizer(Synthesizer):
                          n_critic=int(s["n_critic"]), pac=int(s["pac"]), batch_size=int(batch_size),
                          noise_dim=int(s["noise_dim"]), tau=float(s["tau"]),
                          numeric_activation=s["numeric_activation"] or numeric_activation_for(self._numeric),
-                         condition_loss=1.0 if ctgan else 0.0, impose_condition=s["conditional"] == "column")
+                         condition_loss=1.0 if ctgan else 0.0, impose_condition=s["conditional"] == "column",
+                         generator_ema=None if s["generator_ema"] is None else float(s["generator_ema"]))
 
     def _condition_blocks(self, layout: TableLayout) -> tuple[int, ...]:
         s = self.settings
@@ -181,10 +183,11 @@ class GANSynthesizer(Synthesizer):
                                       checkpoint_seconds=s["checkpoint_seconds"],
                                       resume=resume, progress=progress, desc=f"{type(self).__name__} epochs",
                                       log_every=1, stop_fn=stop_fn, on_log=on_log)
-        self._generator = state.generator.params
+        self._generator = state.generator.params if state.generator.ema is None else state.generator.ema
         self._sampler_arrays = sampler
         self.fit_info = {"epochs": int(state.step) // steps, "steps_per_epoch": steps,
-                         "batch_size": config.batch_size, **timer.summary(),
+                         "batch_size": config.batch_size, "sampled_from": "params" if config.generator_ema is None
+                         else "ema", **timer.summary(),
                          "history": [(int(e), m) for e, m in history[-20:]],
                          **self._privacy_info(int(state.critic.step))}
 
