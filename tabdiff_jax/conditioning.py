@@ -241,6 +241,7 @@ def given_columns(model, parsed: dict[str, tuple]) -> Callable[[pd.DataFrame], p
     """``finish(frame) -> frame`` that sets the condition's columns to the given values, in the
     column's dtype: a categorical column to its label, a number to itself (a date to its unit)."""
     from tabdiff_jax.preprocess import frames
+    from tabdiff_jax.preprocess.linear import rebuild_given
 
     specs = {s.name: s for s in model._schema()[0]}
     labels = getattr(model.preprocessor, "_labels", {})
@@ -257,7 +258,7 @@ def given_columns(model, parsed: dict[str, tuple]) -> Callable[[pd.DataFrame], p
                 series = pd.Series(np.full(n, number)).astype(df[column].dtype)
             series.index = df.index
             df[column] = series
-        return df
+        return rebuild_given(model, df, parsed)
 
     return finish
 
@@ -272,8 +273,9 @@ def stream(model, key, condition: dict, kwargs: dict) -> tuple[Callable, Optiona
       ConfigError: as :func:`parse_condition`; a numeric column on a model without inpainting.
     """
     from tabdiff_jax.preprocess.dependencies import key_condition
+    from tabdiff_jax.preprocess.linear import check_condition
 
-    condition = key_condition(model, condition)  # a derived column (Preprocessor(derive=)): its key's label
+    condition = key_condition(model, check_condition(model, condition))  # a derived column: its key's label
     if getattr(model, "supports_inpainting", False):
         parsed = parse_condition(model, condition)
         template = known_from_condition(model, condition)
@@ -322,8 +324,10 @@ def impute(model, df: pd.DataFrame, *, seed: int = 0, **kwargs) -> pd.DataFrame:
     if unknown:
         raise ConfigError(f"{type(model).__name__}.impute does not take {', '.join(unknown)}")
     from tabdiff_jax.preprocess.dependencies import fill_keys
+    from tabdiff_jax.preprocess.linear import fill_terms, finish_impute
 
-    known = known_from_frame(model, fill_keys(model, df))  # a missing key given by its derived cells
+    filled = fill_terms(model, df)  # a missing term given by its linearly derived cell and the other terms
+    known = known_from_frame(model, fill_keys(model, filled))  # a missing key given by its derived cells
     out = df.copy()
     if len(df) == 0:
         return out
@@ -345,4 +349,4 @@ def impute(model, df: pd.DataFrame, *, seed: int = 0, **kwargs) -> pd.DataFrame:
                 pass
         out[column] = out[column].astype(object)  # e.g. labels into an all-NaN float column
         out.loc[miss, column] = values
-    return out
+    return finish_impute(model, df, filled, out)

@@ -254,22 +254,25 @@ def _series(d: Derived, codes: np.ndarray) -> pd.Series:
 
 
 def restore(frame: pd.DataFrame, raw_codes: np.ndarray, derived: Sequence[Derived],
-            categorical: Sequence[str]) -> pd.DataFrame:
+            categorical: Sequence[str], others: Sequence[tuple] = ()) -> pd.DataFrame:
     """``frame`` (the decoded kept columns) with the derived columns inserted at their places.
 
     Args:
       raw_codes: the raw codes the frame was decoded from, one column per name of ``categorical``.
+      others: ``(position, column, series)`` of columns derived otherwise (:func:`.linear.restored`),
+        inserted in the same pass so that every position refers to the fitted table.
     """
     index = {name: j for j, name in enumerate(categorical)}
-    for d in sorted(derived, key=lambda d: d.position):
-        series = _series(d, np.asarray(raw_codes)[:, index[d.key]])
+    built = [(d.position, d.column, _series(d, np.asarray(raw_codes)[:, index[d.key]])) for d in derived]
+    for position, column, series in sorted([*built, *others], key=lambda t: t[0]):
         series.index = frame.index
-        frame.insert(d.position, d.column, series)
+        frame.insert(position, column, series)
     return frame
 
 
-def note(inferred: dict, derived: Sequence[Derived]) -> dict:
-    """``inferred`` (:func:`tabdiff_jax.preprocess.inference.describe`) with a line per derived column."""
+def note(inferred: dict, derived: Sequence) -> dict:
+    """``inferred`` (:func:`tabdiff_jax.preprocess.inference.describe`) with a line per derived column
+    (:class:`Derived` or :class:`~tabdiff_jax.preprocess.linear.Linear`: its ``describe()``)."""
     if derived:
         inferred.setdefault("columns", {}).update({d.column: d.describe() for d in derived})
     return inferred

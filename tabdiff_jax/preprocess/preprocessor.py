@@ -14,7 +14,7 @@ import pandas as pd
 from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.io import stage_file as _stage
-from tabdiff_jax.preprocess import dependencies, frames, inference
+from tabdiff_jax.preprocess import dependencies, frames, inference, linear
 from tabdiff_jax.preprocess.codec import CodecPlan, CodecStats, decode_raw, encode_raw
 from tabdiff_jax.preprocess.schema import (
     CATEGORICAL,
@@ -50,8 +50,8 @@ class Preprocessor:
     Categorical columns become int32 codes (one block each). A numeric column with missing values
     gets its median imputed plus a ``"<col>__missing"`` block (size 2); a categorical column's
     missing value is a category of its own. Both are restored as missing on decode.
-    ``derive="auto"`` (or pairs ``[(X, Y), ...]``) leaves out each column a categorical column determines in
-    every row and rebuilds it on decode from the stored mapping (:mod:`.dependencies`; default ``None``).
+    ``derive="auto"`` (or pairs ``[(X, Y), ...]``) leaves out each column a categorical column (:mod:`.dependencies`)
+    or, for "auto", a linear formula of numeric columns (:mod:`.linear`) gives in every row; rebuilt on decode.
 
     ``encode = encode_arrays o to_arrays`` and ``decode = from_arrays o decode_arrays``: the
     ``*_arrays`` halves are pure jnp functions of the fitted statistics (usable under ``jax.jit``,
@@ -82,7 +82,7 @@ class Preprocessor:
         self.integer_categorical_max = (None if integer_categorical_max is None
                                         else validate.positive_int("integer_categorical_max", integer_categorical_max))
         self.seed = validate.positive_int("seed", seed, 0)
-        self.derive, self.derived = dependencies.check_option(derive), ()
+        self.derive, self.derived, self.linear = dependencies.check_option(derive), (), ()
         self.specs: Optional[tuple[ColumnSpec, ...]] = None
 
     # ------------------------------------------------------------------ fit
@@ -149,8 +149,8 @@ class Preprocessor:
         if clash:
             raise DataError(f"column name(s) {clash!r} clash with the names of helper blocks; rename them")
 
-        derived = dependencies.find(df, specs, target, self.derive, self.seed) if self.derive else ()
-        specs = [s for s in specs if s.name not in {d.column for d in derived}]  # rebuilt on decode, never modelled
+        derived, lin = linear.find_all(df, specs, target, self.derive, self.seed)
+        specs = [s for s in specs if s.name not in {d.column for d in (*derived, *lin)}]  # rebuilt on decode
         num_specs = [s for s in specs if s.kind != CATEGORICAL]
         x = np.empty((len(df), len(num_specs)), order="F")  # column-major: the fits read columns
         for j, s in enumerate(num_specs):
@@ -161,8 +161,8 @@ class Preprocessor:
         params = TRANSFORMS[self.numeric].fit(x, span, n_quantiles=self.n_quantiles, max_modes=self.max_modes, seed=self.seed)
         # Assign only once everything succeeded, so a failed fit leaves the object as it was.
         self.specs, self.target, self.task = tuple(specs), target, task
-        self.impute, self.params, self.derived = impute, params, derived
-        self.inferred = dependencies.note(inference.describe(specs, note, df), derived)
+        self.impute, self.params, self.derived, self.linear = impute, params, derived, lin
+        self.inferred = dependencies.note(inference.describe(specs, note, df), (*derived, *lin))
         self._build()
         return self
 
@@ -246,7 +246,8 @@ class Preprocessor:
         """Raw arrays -> DataFrame with the fitted columns, order and dtypes (host, vectorised)."""
         self._require_fitted()
         frame = frames.raw_to_frame(np.asarray(raw_numeric), np.asarray(raw_codes), self.specs, self._labels)
-        return dependencies.restore(frame, raw_codes, self.derived, [s.name for s in self._cat_specs])
+        return dependencies.restore(frame, raw_codes, self.derived, [s.name for s in self._cat_specs],
+                                    linear.restored(frame, self.linear))
 
     # ------------------------------------------------------------------ pure jnp halves
     def encode_arrays(self, raw_numeric, raw_codes) -> EncodedTable:
@@ -319,7 +320,7 @@ class Preprocessor:
                        "seed": self.seed, "derive": self.derive},
             "target": self.target, "task": self.task,
             "columns": [s.to_json() for s in self.specs],
-            "layout": self.layout.to_json(), "derived": [d.to_json() for d in self.derived],
+            "layout": self.layout.to_json(), **linear.state(self.derived, self.linear),
         }
         arrays = {"impute": np.asarray(self.impute)}
         arrays.update({f"params.{k}": np.asarray(v) for k, v in self.params._asdict().items()})
@@ -337,7 +338,7 @@ class Preprocessor:
             pre.impute = np.asarray(arrays["impute"], np.float32)
             params = {k[len("params."):]: v for k, v in arrays.items() if k.startswith("params.")}
             pre.params = params_from_arrays(pre.numeric, params)
-            pre.derived = tuple(dependencies.Derived.from_json(d) for d in meta.get("derived", ()))
+            pre.derived, pre.linear = linear.from_state(meta)
             pre._build()
             saved_layout = TableLayout.from_json(meta["layout"])
         except (KeyError, TypeError, ValueError) as err:
