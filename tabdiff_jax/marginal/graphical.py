@@ -187,6 +187,7 @@ class Calibrated:
     model: GraphModel
     beliefs: dict
     parent: dict
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def marginal(self, attrs: Sequence[int]) -> np.ndarray:
         """As :meth:`GraphModel.marginal`: a sum of the smallest belief holding ``attrs``; a pair held by no
@@ -213,6 +214,15 @@ class Calibrated:
         common = next(x for x in up_u if x in set(up_v))
         return up_u[:up_u.index(common) + 1] + up_v[:up_v.index(common)][::-1]
 
+    def _conditional(self, node, before: frozenset, after: frozenset) -> tuple:
+        """``(scope, P(after | before))`` over ``before | after`` of ``node``'s belief (cached: pairs share edges)."""
+        key = (node, before, after)
+        if key not in self._cache:
+            scope, belief = _project(*self.beliefs[node], before | after)  # only what a step needs
+            edge_vars, edge = _project(scope, belief, before)
+            self._cache[key] = scope, np.exp(belief - _aligned(edge_vars, edge, scope))
+        return self._cache[key]
+
     def _pair(self, a: int, b: int) -> tuple:
         """``(scope, log table)`` of ``{a, b}``: carrying the smaller attribute ``a`` from a clique holding it to
         one holding ``b``, ``P(a, S_next) = sum P(a, S_prev) P(C | S_prev)`` at each clique ``C`` on the way."""
@@ -226,15 +236,17 @@ class Calibrated:
             return (a, b), pa[:, None] + pb[None, :]
         sep = lambda x, y: set(self.beliefs[x if self.parent[x] == y else y][0]) - {x if self.parent[x] == y else y}  # noqa: E731
         vars_, table = _project(*self.beliefs[path[0]], {a} | sep(path[0], path[1]))
-        for prev, node in zip(path, path[1:]):
-            scope, belief = self.beliefs[node]
-            union = tuple(sorted(set(scope) | {a}))
-            edge_vars, edge = _project(scope, belief, sep(prev, node))
-            combined = (_aligned(vars_, table, union) + _aligned(scope, belief, union)
-                        - _aligned(edge_vars, edge, union))
-            keep = {a, b} if node == path[-1] else {a} | sep(node, path[path.index(node) + 1])
-            vars_, table = _project(union, combined, keep)
-        return vars_, table
+        table = np.exp(table - table.max())  # probabilities from here: each step is one einsum, nothing materialised
+        letter = {v: chr(97 + k) for k, v in enumerate(sorted(set().union(*(self.beliefs[n][0] for n in path))))}
+        for k in range(1, len(path)):
+            before = sep(path[k - 1], path[k])
+            after = {b} if k == len(path) - 1 else sep(path[k], path[k + 1])
+            scope, cond = self._conditional(path[k], frozenset(before), frozenset(after))
+            out = tuple(sorted({a} | after))
+            spec = f"{''.join(letter[v] for v in vars_)},{''.join(letter[v] for v in scope)}->{''.join(letter[v] for v in out)}"
+            vars_, table = out, np.einsum(spec, table, cond, optimize=True)
+            table = table / table.sum()
+        return vars_, np.log(table)
 
 
 def draw_codes(tables: list, shape: Sequence[int], uniforms: np.ndarray) -> np.ndarray:
