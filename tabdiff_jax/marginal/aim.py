@@ -57,7 +57,7 @@ def candidates_of(workload: Sequence[tuple[tuple, float]]) -> dict[tuple, float]
 
 
 def run_aim(codes: np.ndarray, shape, rho: float, key: jax.Array, *, workload=None, rounds: Optional[int] = None,
-            max_model_size: float = 80.0, round_iters: int = 100, iters: int = 1000,
+            max_model_size: float = 10.0, round_iters: int = 100, iters: int = 1000,
             log: Optional[Callable[[str], None]] = None) -> tuple[GraphModel, Ledger, dict]:
     """Fit AIM to ``codes`` ``[n, d]`` under ``rho``-zCDP; returns ``(model, ledger, record)``.
 
