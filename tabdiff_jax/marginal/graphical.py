@@ -137,10 +137,9 @@ class GraphModel:
 
     def sampler_tables(self) -> list[tuple[int, tuple, np.ndarray]]:
         """``[(attribute, parents, cdf [prod(parent sizes), shape[attribute]])]`` in sampling order."""
-        order, neighbours = greedy_order(self.cliques, self.shape)
         calibrated, tables = self.calibrate(), []
-        for a in reversed(order):
-            parents = neighbours[a]
+        for a in reversed(list(calibrated.beliefs)):  # the elimination order's cliques: ``a`` and its neighbours
+            parents = tuple(v for v in calibrated.beliefs[a][0] if v != a)
             joint = calibrated.marginal(parents + (a,)).reshape(-1, self.shape[a])
             mass = joint.sum(axis=1, keepdims=True)
             cond = np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), 1.0 / self.shape[a])

@@ -44,6 +44,13 @@ ROWS_PER_PARAMETER = 10
 FLOAT_RTOL = 1e-12
 
 
+def round_as(y: np.ndarray, integer: bool, decimals: Optional[int]) -> np.ndarray:
+    """``y`` rounded as a column is: whole numbers, ``decimals`` places, or not at all (``None``)."""
+    if integer:
+        return np.rint(y)
+    return y if decimals is None else np.round(y, decimals)
+
+
 @dataclasses.dataclass(frozen=True)
 class Linear:
     """One linearly derived column: ``column = intercept + sum(coefficients * terms)``, rounded as the column.
@@ -92,9 +99,7 @@ class Linear:
         y = np.full(len(frame), float(self.intercept))
         for b, term in zip(self.coefficients, self.terms):
             y = y + float(b) * frame[term].to_numpy(np.float64, na_value=np.nan)
-        if self.integer:
-            return np.rint(y)
-        return y if self.decimals is None else np.round(y, self.decimals)
+        return round_as(y, self.integer, self.decimals)
 
     def series(self, frame: pd.DataFrame) -> pd.Series:
         """The column for the rows of ``frame``, in its dtype (index of ``frame``)."""
@@ -215,10 +220,8 @@ def _term_value(rel: Linear, j: int, rows: pd.DataFrame, spec: Optional[ColumnSp
         if i != j:
             rest = rest - b * rows[term].to_numpy(np.float64)
     x = rest / rel.coefficients[j]
-    if spec is not None and spec.integer:
-        x = np.rint(x)
-    elif spec is not None and spec.decimals is not None:
-        x = np.round(x, spec.decimals)
+    if spec is not None:
+        x = round_as(x, spec.integer, spec.decimals)
     trial = rows.assign(**{rel.terms[j]: x})
     return np.where(rel.values(trial) == rows[rel.column].to_numpy(np.float64), x, np.nan)
 
