@@ -177,7 +177,7 @@ def tabddpm_quality_section() -> list[str]:
 
 def tabdiff_quality_section() -> list[str]:
     """results/quality_tabdiff.json (benchmarks/quality_tabdiff.py) next to the published Adult figures."""
-    from quality_tabdiff import PUBLISHED_ADULT, PUBLISHED_SOURCE, markdown_table
+    from quality_tabdiff import COLUMN_KINDS, PUBLISHED_ADULT, PUBLISHED_SOURCE, markdown_table
 
     q = _load("quality_tabdiff.json")
     if not q:
@@ -193,8 +193,14 @@ def tabdiff_quality_section() -> list[str]:
     notes = []
     for k, v in runs.items():
         m = v.get("machine", {})
+        kinds = next((mm.get("column_kinds") for mm in v["models"].values() if mm.get("column_kinds")), None)
         flags = [n for n, flag in (("a --quick smoke run (200 steps), not a result", v.get("quick")),
                                    ("TabDiff given TabDDPM's train seconds", v.get("same_time"))) if flag]
+        if kinds:
+            flags.append("declared for both models: " + ", ".join(f"{c} {kind}" for c, kind in kinds.items()))
+        elif v.get("dataset") in COLUMN_KINDS:
+            flags.append("integer codes kept numbers (--numeric-codes): "
+                         + ", ".join(COLUMN_KINDS[v["dataset"]]) + " numeric")
         notes.append(f"{k}: " + "; ".join(flags + [_load_note(*(m.get("load_average_at_start") or [])[:1],
                                                               *(m.get("load_average_at_end") or [])[:1])]))
     out += [markdown_table(runs), ""] + [f"- {n}" for n in notes] + [""]
