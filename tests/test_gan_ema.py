@@ -4,7 +4,6 @@ sampling, saving and resuming with it."""
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd

@@ -15,7 +15,7 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
     cat_weight, time_input ("t": 1000 t, or "log_sigma": the official EDM input), time_strata (a
     training batch's rows share this many stratified times, so the time MLP runs on that many rows;
     0: a time per row, the paper's; private fits always draw one per row), num_sample_steps (sampler steps, 50), correction ("multistep": second order from the previous step's network call, the default; "heun": the paper's, a second call per step; "none"),
-    stochastic (the sampler's churn), cond_prob, guidance (classifier-free guidance: see the class), checkpoint_every, checkpoint_seconds, log_every,
+    stochastic (the sampler's churn), target_last (sampling: the classification target drawn last, from p(y | x); off), cond_prob, guidance (classifier-free guidance: see the class), checkpoint_every, checkpoint_seconds, log_every,
     sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
     backbone ("mlp": TabDDPM's MLP, the default; "transformer": the paper's column-tokenised transformer,
     :mod:`tabdiff_jax.diffusion.transformer`, sized by d_token, layers, heads; hidden_dims is then unused),
@@ -55,6 +55,7 @@ TABDIFF_DEFAULTS = dict(
     steps=8000, batch_size=1024, lr=2e-3, weight_decay=1e-4, hidden_dims=(256, 256), dim_t=128, dropout=0.0,
     ema_decay=0.999, sample_with_ema=True, grad_clip=None, anneal_num_weight=False, learn_schedule=True,
     cat_weight=1.0, time_input="t", time_strata=64, num_sample_steps=tds.DEFAULT_STEPS, correction=tds.DEFAULT_CORRECTION, stochastic=True,
+    target_last=False,  # sampling: hold the classification target masked until the last step (tabdiff_sampler)
     cond_prob=0.0, guidance=0.0,  # classifier-free guidance on the classification target (off)
     checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, sample_chunk_size=None, matmul_dtype=None,
     preprocessor=None,
@@ -134,7 +135,7 @@ class TabDiff(NetworkState, Synthesizer):
             raise ConfigError(f"cond_prob must be a number in [0, 1), got {s['cond_prob']!r}")
         td.TabDiffConfig(num_numeric=1, time_input=s["time_input"])  # validates
         tds.correction_name(s["correction"])  # validates
-        for name in ("anneal_num_weight", "learn_schedule", "stochastic", "sample_with_ema"):
+        for name in ("anneal_num_weight", "learn_schedule", "stochastic", "sample_with_ema", "target_last"):
             if not isinstance(s[name], (bool, np.bool_)):
                 raise ConfigError(f"{name} must be True or False, got {s[name]!r}")
         validate.network_options(s)  # lr, weight_decay, ema_decay, dropout, matmul_dtype, privacy
@@ -249,12 +250,15 @@ class TabDiff(NetworkState, Synthesizer):
 
     def _sample_raw(self, start, n, key, *, known=None, chunk_size: Optional[int] = None,
                     num_sample_steps: Optional[int] = None, correction=None,
-                    guidance: Optional[float] = None):
+                    guidance: Optional[float] = None, target_last: Optional[bool] = None):
         """``known`` (:class:`~tabdiff_jax.conditioning.Known`, full layout): given cells kept exactly
         (categories never masked, numbers inpainted along the forward process). A private model's rows
         whose target is not given draw it from the released class frequencies (:meth:`_draw_labels`).
-        ``guidance``: this call's classifier-free guidance weight (None: the ``guidance`` option)."""
+        ``guidance``: this call's classifier-free guidance weight (None: the ``guidance`` option);
+        ``target_last``: this call's choice (None: the ``target_last`` option)."""
         s = self.settings
+        if target_last is not None and not isinstance(target_last, (bool, np.bool_)):
+            raise ConfigError(f"target_last must be True or False, got {target_last!r}")
         if known is not None and not (np.any(known.numeric_mask) or np.any(known.codes_mask)):
             known = None
         if self._class_probs is not None and known is None:  # given cells: the class is inpainted given them
@@ -265,7 +269,8 @@ class TabDiff(NetworkState, Synthesizer):
                           stochastic=bool(s["stochastic"]), known=known,
                           chunk_size=s["sample_chunk_size"] if chunk_size is None else chunk_size,
                           postprocess=self._decode_fn(), start=start,
-                          guidance=float(s["guidance"] if guidance is None else guidance))
+                          guidance=float(s["guidance"] if guidance is None else guidance),
+                          target_last=bool(s["target_last"] if target_last is None else target_last))
 
     def _draw_labels(self, start, n, key, known):
         """``known`` with the target of every row that does not give it drawn from ``_class_probs``: row
