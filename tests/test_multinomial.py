@@ -169,10 +169,11 @@ def test_kl_prior_small_at_T():
     assert kp.shape == (1, 3) and np.all(np.asarray(kp) >= 0) and np.all(np.asarray(kp) < 1e-3)
 
 
-def test_no_nan_with_100_blocks_of_50_at_T1000():
+def test_no_nan_with_many_blocks_of_50_at_T1000():
+    """25 blocks (compiling is per block: 100 took 24 s); test_diffusion's slow twin runs 100 through the network."""
     schedule = make_schedule(1000, "cosine")
-    spec = mn.BlockSpec((50,) * 100)
-    codes0 = jax.random.randint(jax.random.key(0), (8, 100), 0, 50)
+    spec = mn.BlockSpec((50,) * 25)
+    codes0 = jax.random.randint(jax.random.key(0), (8, 25), 0, 50)
     t = jnp.array([0, 1, 2, 10, 500, 990, 998, 999])
     codes_t = mn.q_sample(jax.random.key(1), schedule, codes0, t, spec)
     logits = 20.0 * jax.random.normal(jax.random.key(2), (8, spec.onehot_dim))
@@ -183,7 +184,7 @@ def test_no_nan_with_100_blocks_of_50_at_T1000():
     value, grad = jax.jit(jax.value_and_grad(loss))(logits)
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
     post = jax.jit(lambda c0, ct: log_space.q_posterior(schedule, log_space.log_onehot(c0, spec), ct, t, spec))(codes0, codes_t)
-    sums = np.exp(np.asarray(post, np.float64)).reshape(8, 100, 50).sum(-1)
+    sums = np.exp(np.asarray(post, np.float64)).reshape(8, 25, 50).sum(-1)
     assert np.all(np.isfinite(np.asarray(post)))
     np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
 

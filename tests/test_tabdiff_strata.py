@@ -56,6 +56,7 @@ def test_shared_times_equal_the_per_row_path_with_the_same_times(backbone):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=2e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 7 s of compiling; the equivalence test above covers the shared path by default
 def test_batch_loss_with_strata_uses_k_distinct_times():
     net = td.make_network(CFG, hidden_dims=(16,), dim_t=8, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(net, nnx.Param)
