@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+import numpy as np
+
 from tabdiff_jax.errors import ConfigError
 
 
@@ -54,6 +56,13 @@ def probability(name: str, value: Any, *, closed_low: bool = False, closed_high:
     if not ((v >= 0.0 if closed_low else v > 0.0) and (v <= 1.0 if closed_high else v < 1.0)):
         raise ConfigError(f"{name} must be {expected}, got {value!r}")
     return v
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a ``bool`` if it is one (Python's or NumPy's); ``"yes"``, ``1`` and ``None`` are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def in_choices(name: str, value: Any, choices: Iterable) -> Any:

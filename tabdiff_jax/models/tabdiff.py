@@ -136,8 +136,7 @@ class TabDiff(NetworkState, Synthesizer):
         td.TabDiffConfig(num_numeric=1, time_input=s["time_input"])  # validates
         tds.correction_name(s["correction"])  # validates
         for name in ("anneal_num_weight", "learn_schedule", "stochastic", "sample_with_ema", "target_last"):
-            if not isinstance(s[name], (bool, np.bool_)):
-                raise ConfigError(f"{name} must be True or False, got {s[name]!r}")
+            validate.boolean(name, s[name])
         validate.network_options(s)  # lr, weight_decay, ema_decay, dropout, matmul_dtype, privacy
         super().__init__(**{k: v for k, v in config.items() if not (k == "preprocessor" and v is None)})
         self._postprocess = None
@@ -257,8 +256,6 @@ class TabDiff(NetworkState, Synthesizer):
         ``guidance``: this call's classifier-free guidance weight (None: the ``guidance`` option);
         ``target_last``: this call's choice (None: the ``target_last`` option)."""
         s = self.settings
-        if target_last is not None and not isinstance(target_last, (bool, np.bool_)):
-            raise ConfigError(f"target_last must be True or False, got {target_last!r}")
         if known is not None and not (np.any(known.numeric_mask) or np.any(known.codes_mask)):
             known = None
         if self._class_probs is not None and known is None:  # given cells: the class is inpainted given them
@@ -270,7 +267,7 @@ class TabDiff(NetworkState, Synthesizer):
                           chunk_size=s["sample_chunk_size"] if chunk_size is None else chunk_size,
                           postprocess=self._decode_fn(), start=start,
                           guidance=float(s["guidance"] if guidance is None else guidance),
-                          target_last=bool(s["target_last"] if target_last is None else target_last))
+                          target_last=validate.boolean("target_last", s["target_last"] if target_last is None else target_last))
 
     def _draw_labels(self, start, n, key, known):
         """``known`` with the target of every row that does not give it drawn from ``_class_probs``: row
