@@ -106,15 +106,25 @@ class Critic(nnx.Module):
       pac: rows per critic input (PacGAN); the batch must be a multiple of it.
       dropout: dropout rate after each hidden layer (CTGAN uses 0.5); applied only when a
         ``dropout_key`` is passed.
+      classifier: ``(data_dim, offset, size, widths)``: also build AC-GAN's auxiliary classifier
+        (:meth:`classify`), an MLP of ``widths`` from the row's other columns to the ``size`` classes of
+        the block at dense ``offset`` (Odena et al. 2017); ``None``: none.
       rngs: parameter initialisation keys.
     """
 
     def __init__(self, in_features: int, hidden_dims: Sequence[int], *, pac: int = 1,
-                 dropout: float = 0.0, rngs: nnx.Rngs):
+                 dropout: float = 0.0, classifier: Optional[tuple] = None, rngs: nnx.Rngs):
         self.pac, self.dropout = int(pac), float(dropout)
         self.row_features = int(in_features)
         self.hidden, dim = linear_stack(int(in_features) * self.pac, hidden_dims, rngs=rngs)
         self.out = Linear(dim, 1, rngs=rngs)
+        self.label_slice, layers = None, None
+        if classifier is not None:  # AC-GAN's auxiliary classifier: (data_dim, label offset, label size, widths)
+            data_dim, offset, size, widths = classifier
+            self.label_slice = (int(offset), int(size))
+            hidden, width = linear_stack(int(data_dim) - int(size), widths, rngs=rngs)
+            layers = nnx.List(list(hidden) + [Linear(width, int(size), rngs=rngs)])
+        self.classifier = layers
 
     def __call__(self, x: jax.Array, dropout_key: Optional[jax.Array] = None) -> jax.Array:
         """``x [batch, in_features]`` -> scores ``[batch // pac]``."""
@@ -125,6 +135,18 @@ class Critic(nnx.Module):
                 keep = jax.random.bernoulli(jax.random.fold_in(dropout_key, i), 1.0 - self.dropout, x.shape)
                 x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
         return self.out(x)[:, 0]
+
+    def classify(self, rows: jax.Array) -> jax.Array:
+        """AC-GAN's auxiliary classifier: rows ``[batch, data_dim]`` (dense layout, no condition vector) ->
+        logits ``[batch, label size]`` of the label block, read from every other column (the block itself
+        is left out). Only on a critic built with ``classifier=``."""
+        if self.classifier is None:
+            raise ConfigError("this critic has no auxiliary classifier (classifier_loss is 0)")
+        offset, size = self.label_slice
+        x = jnp.concatenate([rows[:, :offset], rows[:, offset + size:]], axis=-1)
+        for layer in self.classifier[:-1]:
+            x = jax.nn.leaky_relu(layer(x), LEAKY_SLOPE)
+        return self.classifier[-1](x)
 
 
 def apply(graphdef: nnx.GraphDef, params: nnx.State, *inputs, **kwargs):

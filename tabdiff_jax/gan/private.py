@@ -101,16 +101,23 @@ def private_class_sampler(codes: np.ndarray, layout: TableLayout, block: int, ke
     return sampler.replace(train_logits=pad(train), sample_logits=pad(sample)), {"column_shares": info}
 
 
-def make_critic_example_loss(loss: str):
+def make_critic_example_loss(loss: str, classifier_loss: float = 0.0):
     """Per-example critic loss ``(critic, batch, keys) -> [B]`` for the DP-SGD step.
 
     ``batch = {"real": [B, dim], "fake": [B, dim]}``; row ``i`` depends on ``real[i]`` and
-    ``fake[i]`` only (the critic never mixes rows).
+    ``fake[i]`` only (the critic never mixes rows). With ``classifier_loss > 0`` (AC-GAN) the batch
+    also holds ``"rows"`` (the real rows without the condition vector) and ``"label"`` (their class), and
+    each row's loss adds ``classifier_loss`` times its own classification cross-entropy: one row's whole
+    contribution is still one clipped gradient.
     """
 
     def loss_fn(critic, batch, keys):
         del keys
-        return losses.critic_loss(loss, critic(batch["real"]), critic(batch["fake"]))
+        out = losses.critic_loss(loss, critic(batch["real"]), critic(batch["fake"]))
+        if classifier_loss > 0:
+            logp = jax.nn.log_softmax(critic.classify(batch["rows"]), axis=-1)
+            out = out - classifier_loss * jnp.take_along_axis(logp, batch["label"][:, None], axis=-1)[:, 0]
+        return out
 
     return loss_fn
 
@@ -132,7 +139,9 @@ def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config:
     """
     capacity = private_capacity(plan, mesh)
     generate = make_generate_fn(gen_def, layout, config, mesh)
-    private = make_private_step(make_critic_example_loss(config.loss), critic_optimizer(critic_tx, config),
+    aux = config.classifier_loss > 0
+    private = make_private_step(make_critic_example_loss(config.loss, config.classifier_loss),
+                                critic_optimizer(critic_tx, config),
                                 l2_clip=l2_clip, noise_multiplier=plan.noise_multiplier,
                                 expected_batch_size=plan.expected_batch_size,
                                 clipping=clipping, graphdef=critic_def, jit=False, mesh=mesh)
@@ -151,6 +160,10 @@ def make_private_critic_update(gen_def, critic_def, layout: TableLayout, config:
             vector = constrain_rows(conditions.vector, mesh)
             real, fake = jnp.concatenate([real, vector], -1), jnp.concatenate([fake, vector], -1)
         inputs = {"real": real, "fake": jax.lax.stop_gradient(fake)}
+        if aux:
+            if conditions is None:
+                raise ConfigError("classifier_loss needs a conditioned column (conditional='column')")
+            inputs.update(rows=real[:, :-vector.shape[-1]], label=category)
         critic, m = private.step(critic, inputs, batch.mask, k_step)  # weight clipping is in the optimiser
         metrics = {"critic_loss": m["loss"], "grad_norm": m["grad_norm"], "clipped_fraction": m["clipped_fraction"],
                    "batch_size": m["batch_size"].astype(jnp.float32)}

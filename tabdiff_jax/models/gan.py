@@ -10,7 +10,9 @@ can be overridden, e.g. ``WGANGP(conditional="ctgan", pac=10)``. Options (all ke
     classification target), log_frequency, tau, numeric_activation (None: tanh for "minmax" /
     "mode_specific" numbers, identity otherwise), checkpoint_every (epochs), preprocessor (dict
     of Preprocessor options, e.g. {"numeric": "mode_specific"}), generator_ema (None, or the decay
-    of a moving average of the generator's weights, which sampling then uses).
+    of a moving average of the generator's weights, which sampling then uses), classifier_loss (AC-GAN's
+    auxiliary classifier of the conditioned column, ``conditional="column"``: its weight; 0: none) and
+    classifier_dims (its hidden widths; None: critic_dims).
 
 An epoch is ``n // batch_size`` generator updates, each after ``n_critic`` critic updates (as
 the ``ctgan`` package counts them), compiled as one ``lax.scan``.
@@ -65,6 +67,7 @@ GAN_DEFAULTS = dict(
     weight_decay=0.0, loss="bce", gradient_penalty=0.0, weight_clip=None, n_critic=1, pac=1,
     conditional=None, condition_column=None, log_frequency=True, tau=0.2, numeric_activation=None,
     checkpoint_every=50, checkpoint_seconds=60.0, preprocessor=None, generator_ema=None,
+    classifier_loss=0.0, classifier_dims=None,
 )
 CONDITIONALS = (None, "column", "ctgan")
 
@@ -81,6 +84,8 @@ class GANSynthesizer(Synthesizer):
         validate.in_choices("conditional", s["conditional"], CONDITIONALS)
         validate.positive_int("epochs", s["epochs"], 0)
         validate.positive_int("checkpoint_every", s["checkpoint_every"])
+        if float(s["classifier_loss"]) > 0 and s["conditional"] != "column":
+            raise ConfigError("classifier_loss needs conditional='column' (AC-GAN classifies the conditioned column)")
         if not 0.0 <= float(s["dropout"]) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
         self._gan_config(batch_size=int(s["batch_size"]))  # validates the training options early
@@ -100,7 +105,8 @@ class GANSynthesizer(Synthesizer):
                          noise_dim=int(s["noise_dim"]), tau=float(s["tau"]),
                          numeric_activation=s["numeric_activation"] or numeric_activation_for(self._numeric),
                          condition_loss=1.0 if ctgan else 0.0, impose_condition=s["conditional"] == "column",
-                         generator_ema=None if s["generator_ema"] is None else float(s["generator_ema"]))
+                         generator_ema=None if s["generator_ema"] is None else float(s["generator_ema"]),
+                         classifier_loss=float(s["classifier_loss"]))
 
     def _condition_blocks(self, layout: TableLayout) -> tuple[int, ...]:
         s = self.settings
@@ -119,13 +125,16 @@ class GANSynthesizer(Synthesizer):
         make = lambda lr: make_named_optimizer(s["optimizer"], lr, betas=s["betas"], weight_decay=s["weight_decay"])
         return make(float(s["generator_lr"])), make(float(s["critic_lr"]))
 
-    def _build(self, layout: TableLayout, config: GANConfig, cond_dim: int, key: jax.Array):
+    def _build(self, layout: TableLayout, config: GANConfig, sampler, key: jax.Array):
         s = self.settings
         gen_tx, critic_tx = self._optimizers()
+        cond_dim = 0 if sampler is None else sampler.cond_dim
+        label_block = None if sampler is None else (sampler.dense_offsets[0], sampler.sizes[0])
         gen_def, critic_def, state = init_gan(key, layout, config, gen_tx, critic_tx,
                                               generator_dims=s["generator_dims"], critic_dims=s["critic_dims"],
                                               cond_dim=cond_dim, residual=bool(s["residual"]),
-                                              dropout=float(s["dropout"]))
+                                              dropout=float(s["dropout"]), label_block=label_block,
+                                              classifier_dims=s["classifier_dims"])
         self._layout, self._config, self._gen_def, self._sample_fn = layout, config, gen_def, None
         return gen_def, critic_def, gen_tx, critic_tx, state
 
@@ -169,8 +178,7 @@ class GANSynthesizer(Synthesizer):
         sampler = self._condition_sampler(encoded, layout, blocks, key, trains=num_epochs > 0) if blocks else None
         self._blocks = blocks
         k_init, k_train = jax.random.split(key)
-        cond_dim = 0 if sampler is None else sampler.cond_dim
-        gen_def, critic_def, gen_tx, critic_tx, state = self._build(layout, config, cond_dim, k_init)
+        gen_def, critic_def, gen_tx, critic_tx, state = self._build(layout, config, sampler, k_init)
         critic_update, stop_fn, on_log = self._private_setup(gen_def, critic_def, layout, config, critic_tx, n,
                                                              num_epochs * steps * config.n_critic,
                                                              expected_batch=requested, mesh=mesh)
@@ -253,7 +261,7 @@ class GANSynthesizer(Synthesizer):
             sampler = cond_lib.build_condition_sampler(dummy, layout, self._blocks)
             sampler = sampler.replace(sample_logits=jnp.asarray(arrays["sample_logits"]))
         config = self._gan_config(int(meta["batch_size"]))
-        *_, state = self._build(layout, config, 0 if sampler is None else sampler.cond_dim, jax.random.key(0))
+        *_, state = self._build(layout, config, sampler, jax.random.key(0))
         self._generator = arrays_to_tree(state.generator.params, arrays, "generator")
         self._sampler_arrays = sampler
 
