@@ -170,11 +170,13 @@ def test_options_are_checked_and_a_dpgan_with_the_classifier_fits_saves_and_load
         GAN(classifier_loss=0.5)  # unconditional: nothing to classify
     with pytest.raises(ConfigError, match="classifier_loss"):
         GANConfig(classifier_loss=-1.0)
+    with pytest.raises(ConfigError, match="classifier_labels"):
+        DPGAN(classifier_loss=0.0, classifier_labels=True)
     with pytest.raises(ConfigError, match="classifier_loss"):
         init_gan(jax.random.key(0), LAYOUT, GANConfig(classifier_loss=1.0), optax.sgd(0.1), optax.sgd(0.1),
                  generator_dims=(4,), critic_dims=(4,))
     model = DPGAN(epochs=2, epsilon=5.0, delta=1e-4, batch_size=200, generator_dims=(16,), critic_dims=(16,),
-                  noise_dim=8, classifier_loss=0.1, classifier_dims=(8,))
+                  noise_dim=8, classifier_loss=0.1, classifier_dims=(8,), classifier_labels=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(toy_private_table(n=800), target="label", seed=0, progress=False,
@@ -183,5 +185,52 @@ def test_options_are_checked_and_a_dpgan_with_the_classifier_fits_saves_and_load
         assert 0.9 * 5.0 < model.fit_info["epsilon_spent"] <= 5.0
         model.save(tmp_path / "m")
         a, b = model.sample(300, seed=1), load(tmp_path / "m").sample(300, seed=1)
+        given = model.sample(200, seed=2, condition={"label": "yes"})
     assert set(a["label"]) <= {"no", "yes"}
-    assert a.equals(b)
+    assert a.equals(b)  # the classifier (the critic's weights) saved and loaded with the model
+    assert (given["label"] == "yes").all()
+    # on a regression target (no class to condition on) DP-GAN runs without the classifier
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = toy_private_table(n=400).drop(columns="label")
+        reg = DPGAN(epochs=1, epsilon=5.0, delta=1e-3, batch_size=100, generator_dims=(8,), critic_dims=(8,),
+                    noise_dim=4).fit(table.assign(y=table["x"] * 2.0), target="y", seed=0, progress=False)
+        assert len(reg.sample(50, seed=0)) == 50
+
+
+def test_labels_are_drawn_from_the_classifier_and_a_given_class_is_kept():
+    from tabdiff_jax.gan.sampling import make_sample_fn
+    from tabdiff_jax.sampling import row_keys
+
+    config = GANConfig(loss="wasserstein", batch_size=8, noise_dim=4, impose_condition=True, classifier_loss=1.0)
+    tx = optax.sgd(0.1)
+    gen_def, critic_def, state = init_gan(jax.random.key(0), LAYOUT, config, tx, tx, generator_dims=(8,),
+                                          critic_dims=(8,), cond_dim=4, label_block=LABEL, classifier_dims=(8,))
+    # a classifier whose classes depend strongly on the first number: a known p(label | row) per row
+    params = jax.tree.map(lambda p: p * 6.0, state.critic.params)
+    sampler = label_sampler()
+    sample = jax.jit(make_sample_fn(gen_def, LAYOUT, config, critic_def=critic_def))
+    n = 20_000
+    keys = row_keys(jax.random.key(5), 0, n)
+    rows = sample(state.generator.params, sampler, keys, None, None, params)
+    labels = np.argmax(np.asarray(rows[:, 5:9]), -1)
+    probs = np.asarray(jax.nn.softmax(nnx.merge(critic_def, params).classify(rows), -1), np.float64)
+    assert probs.max(-1).mean() < 0.95 and probs.std(0).max() > 0.05  # not a constant, not deterministic
+    # calibration: in each bin of p(class 0), the drawn share of class 0 matches the mean probability
+    for k in range(4):
+        hit, p = labels == k, probs[:, k]
+        assert abs(hit.mean() - p.mean()) < 4 * np.sqrt(p.mean() * (1 - p.mean()) / n)
+        for lo, hi in ((0.0, 0.2), (0.2, 0.5), (0.5, 1.0)):
+            inside = (p >= lo) & (p < hi)
+            if inside.sum() > 500:
+                se = np.sqrt(p[inside].mean() * (1 - p[inside].mean()) / inside.sum())
+                assert abs(hit[inside].mean() - p[inside].mean()) < 4 * se + 1e-3
+    # without the classifier the rows keep the class they were generated for; the other columns are the same
+    plain = sample(state.generator.params, sampler, keys, None, None, None)
+    np.testing.assert_array_equal(np.delete(np.asarray(plain), np.s_[5:9], 1), np.delete(np.asarray(rows), np.s_[5:9], 1))
+    # a fixed class is kept
+    fixed = sample(state.generator.params, sampler, keys[:500], 0, 2, params)
+    assert (np.argmax(np.asarray(fixed[:, 5:9]), -1) == 2).all()
+    # row i depends on key i only
+    part = sample(state.generator.params, sampler, keys[100:300], None, None, params)
+    np.testing.assert_array_equal(np.asarray(part), np.asarray(rows[100:300]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from flax import nnx
+
 from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan.nets import activate, apply
 from tabdiff_jax.gan.train import GANConfig, make_conditions
@@ -12,26 +14,30 @@ from tabdiff_jax.sharding import constrain_rows
 from tabdiff_jax.table import TableLayout
 
 
-def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None):
-    """``sample(gen_params, sampler, row_keys [batch], block_id=None, category=None) -> rows [batch, dense_dim]``.
+def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None, critic_def=None):
+    """``sample(gen_params, sampler, row_keys [batch], block_id=None, category=None, critic_params=None)
+    -> rows [batch, dense_dim]``.
 
     Hard one-hot blocks (Gumbel-max). Conditions are drawn from the empirical frequencies unless
     ``block_id`` / ``category`` (scalars or ``[batch]``) fix them (the block is then set to it).
+    With ``critic_params`` (of a critic ``critic_def`` with an auxiliary classifier) and drawn conditions,
+    each row's conditioned column is then drawn again from the classifier's ``p(label | other columns)``
+    of the generated row (the label last, as TabDiff's ``target_last``); fixed conditions are kept.
     Row ``i`` draws everything from ``row_keys[i]`` only; with a ``mesh`` rows are split over it.
     """
 
     def row_draws(rk):
         return (jax.random.fold_in(rk, 0), jax.random.normal(jax.random.fold_in(rk, 1), (config.noise_dim,), jnp.float32),
-                jax.random.fold_in(rk, 2))
+                jax.random.fold_in(rk, 2), jax.random.uniform(jax.random.fold_in(rk, 3)))
 
     def hard_row(raw, key):
         return activate(raw[None], layout, key, numeric_activation=config.numeric_activation, tau=config.tau,
                         hard=True)[0]
 
-    def sample(gen_params, sampler, row_keys, block_id=None, category=None):
-        k_cond, z, k_gumbel = constrain_rows(jax.vmap(row_draws)(constrain_rows(row_keys, mesh)), mesh)
+    def sample(gen_params, sampler, row_keys, block_id=None, category=None, critic_params=None):
+        k_cond, z, k_gumbel, u_label = constrain_rows(jax.vmap(row_draws)(constrain_rows(row_keys, mesh)), mesh)
         batch = z.shape[0]
-        conditions, impose = None, False
+        conditions, impose, drawn = None, False, block_id is None
         if sampler is not None:
             if block_id is None:
                 draw = lambda k: cond_lib.sample_condition(sampler, k, 1, training=False)
@@ -46,6 +52,10 @@ def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None):
         rows = jax.vmap(hard_row)(raw, k_gumbel)
         if impose:
             rows = cond_lib.impose_condition(sampler, rows, conditions.block_id, conditions.category)
+        if critic_params is not None and sampler is not None and drawn:  # the label from the classifier
+            probs = jax.nn.softmax(nnx.merge(critic_def, critic_params).classify(rows), axis=-1)
+            label = jnp.sum(jnp.cumsum(probs, axis=-1)[:, :-1] <= u_label[:, None], axis=-1).astype(jnp.int32)
+            rows = cond_lib.impose_condition(sampler, rows, jnp.zeros_like(label), label)
         return constrain_rows(rows, mesh)
 
     return sample

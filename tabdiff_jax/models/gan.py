@@ -12,7 +12,9 @@ can be overridden, e.g. ``WGANGP(conditional="ctgan", pac=10)``. Options (all ke
     of Preprocessor options, e.g. {"numeric": "mode_specific"}), generator_ema (None, or the decay
     of a moving average of the generator's weights, which sampling then uses), classifier_loss (AC-GAN's
     auxiliary classifier of the conditioned column, ``conditional="column"``: its weight; 0: none) and
-    classifier_dims (its hidden widths; None: critic_dims).
+    classifier_dims (its hidden widths; None: critic_dims), classifier_labels (sampling draws each row's
+    conditioned column from that classifier's p(label | the generated row's other columns), the critic's
+    weights saved with the model; a ``condition=`` on the column is kept).
 
 An epoch is ``n // batch_size`` generator updates, each after ``n_critic`` critic updates (as
 the ``ctgan`` package counts them), compiled as one ``lax.scan``.
@@ -34,6 +36,7 @@ is met by rejection sampling (:meth:`~tabdiff_jax.models.base.Synthesizer.sample
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import jax
@@ -67,7 +70,7 @@ GAN_DEFAULTS = dict(
     weight_decay=0.0, loss="bce", gradient_penalty=0.0, weight_clip=None, n_critic=1, pac=1,
     conditional=None, condition_column=None, log_frequency=True, tau=0.2, numeric_activation=None,
     checkpoint_every=50, checkpoint_seconds=60.0, preprocessor=None, generator_ema=None,
-    classifier_loss=0.0, classifier_dims=None,
+    classifier_loss=0.0, classifier_dims=None, classifier_labels=False,
 )
 CONDITIONALS = (None, "column", "ctgan")
 
@@ -86,6 +89,9 @@ class GANSynthesizer(Synthesizer):
         validate.positive_int("checkpoint_every", s["checkpoint_every"])
         if float(s["classifier_loss"]) > 0 and s["conditional"] != "column":
             raise ConfigError("classifier_loss needs conditional='column' (AC-GAN classifies the conditioned column)")
+        validate.boolean("classifier_labels", s["classifier_labels"])
+        if s["classifier_labels"] and not float(s["classifier_loss"]) > 0:
+            raise ConfigError("classifier_labels needs classifier_loss > 0 (the classifier it draws the labels from)")
         if not 0.0 <= float(s["dropout"]) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {s['dropout']!r}")
         self._gan_config(batch_size=int(s["batch_size"]))  # validates the training options early
@@ -96,7 +102,9 @@ class GANSynthesizer(Synthesizer):
     def _numeric(self) -> str:
         return {**self.preprocessor_options, **(self.settings["preprocessor"] or {})}.get("numeric", "quantile")
 
-    def _gan_config(self, batch_size: int) -> GANConfig:
+    def _gan_config(self, batch_size: int, blocks: Optional[tuple] = None) -> GANConfig:
+        """The training settings; ``blocks`` (the conditioned blocks of a fit, when known): without one
+        (e.g. DPGAN on a table without a categorical target) there is no auxiliary classifier."""
         s = self.settings
         ctgan = s["conditional"] == "ctgan"
         return GANConfig(loss=s["loss"], gradient_penalty=float(s["gradient_penalty"]),
@@ -106,7 +114,7 @@ class GANSynthesizer(Synthesizer):
                          numeric_activation=s["numeric_activation"] or numeric_activation_for(self._numeric),
                          condition_loss=1.0 if ctgan else 0.0, impose_condition=s["conditional"] == "column",
                          generator_ema=None if s["generator_ema"] is None else float(s["generator_ema"]),
-                         classifier_loss=float(s["classifier_loss"]))
+                         classifier_loss=float(s["classifier_loss"]) if blocks is None or len(blocks) == 1 else 0.0)
 
     def _condition_blocks(self, layout: TableLayout) -> tuple[int, ...]:
         s = self.settings
@@ -136,6 +144,7 @@ class GANSynthesizer(Synthesizer):
                                               dropout=float(s["dropout"]), label_block=label_block,
                                               classifier_dims=s["classifier_dims"])
         self._layout, self._config, self._gen_def, self._sample_fn = layout, config, gen_def, None
+        self._critic_def, self._critic = critic_def, None
         return gen_def, critic_def, gen_tx, critic_tx, state
 
     def _batch_size(self, n: int, requested: Optional[int] = None) -> int:
@@ -170,8 +179,8 @@ class GANSynthesizer(Synthesizer):
         n = int(data.shape[0])
         requested = self._batch_size(n, batch_size)
         mesh, batch = self._data_parallel(requested, int(s["pac"]))  # data parallelism over local devices
-        config = self._gan_config(batch)
         blocks = self._condition_blocks(layout)
+        config = self._gan_config(batch, blocks)
         steps_per_epoch = max(n // requested, 1)
         num_epochs = epochs_from(s["epochs"], epochs, steps, steps_per_epoch)
         steps = steps_per_epoch
@@ -192,12 +201,18 @@ class GANSynthesizer(Synthesizer):
                                       resume=resume, progress=progress, desc=f"{type(self).__name__} epochs",
                                       log_every=1, stop_fn=stop_fn, on_log=on_log)
         self._generator = state.generator.params if state.generator.ema is None else state.generator.ema
+        if self._labels_from_classifier and config.classifier_loss > 0:  # the labels from the (private) classifier
+            self._critic = state.critic.params
         self._sampler_arrays = sampler
         self.fit_info = {"epochs": int(state.step) // steps, "steps_per_epoch": steps,
                          "batch_size": config.batch_size, "sampled_from": "params" if config.generator_ema is None
                          else "ema", **timer.summary(),
                          "history": [(int(e), m) for e, m in history[-20:]],
                          **self._privacy_info(int(state.critic.step))}
+
+    @property
+    def _labels_from_classifier(self) -> bool:
+        return bool(self.settings["classifier_labels"]) and float(self.settings["classifier_loss"]) > 0
 
     def _condition_sampler(self, encoded, layout, blocks, key, *, trains: bool):
         """The :class:`~tabdiff_jax.gan.conditional.ConditionSampler` of ``blocks`` (DPGAN: a private one)."""
@@ -219,16 +234,17 @@ class GANSynthesizer(Synthesizer):
         """Compiled ``chunk(generator, sampler, key, start, block_id, category) -> (raw_numeric, raw_codes)``
         of ``size`` rows (row ``i`` from ``fold_in(key, i)``), decoded on the device."""
         def build():
-            sample = make_sample_fn(self._gen_def, self._layout, self._config, mesh)
+            sample = make_sample_fn(self._gen_def, self._layout, self._config, mesh, critic_def=self._critic_def)
             pre, layout = self.preprocessor, self._layout
 
-            def chunk(generator, sampler, key, start, block_id=None, category=None):
-                rows = sample(generator, sampler, row_keys(key, start, size), block_id, category)
+            def chunk(generator, critic, sampler, key, start, block_id=None, category=None):
+                rows = sample(generator, sampler, row_keys(key, start, size), block_id, category, critic)
                 return pre.decode_arrays(from_dense(rows, layout))
 
             return jax.jit(chunk)
 
-        return cached_chunk(self, size, mesh, (self._gen_def, self.preprocessor, self._layout, self._config), build)
+        return cached_chunk(self, size, mesh, (self._gen_def, self._critic_def, self.preprocessor, self._layout,
+                                               self._config), build)
 
     def _sample_raw(self, start, n, key, *, condition: Optional[dict] = None, chunk_size: int = 4096):
         fixed = ()
@@ -238,7 +254,7 @@ class GANSynthesizer(Synthesizer):
 
         def make(size, mesh):
             fn = self._chunk(size, mesh)
-            return lambda first, _: fn(self._generator, self._sampler_arrays, key, first, *fixed)
+            return lambda first, _: fn(self._generator, self._critic, self._sampler_arrays, key, first, *fixed)
 
         return sample_rows(make, n, start=start, chunk_size=chunk_size)
 
@@ -247,6 +263,8 @@ class GANSynthesizer(Synthesizer):
         meta = {"layout": self._layout.to_json(), "blocks": list(self._blocks),
                 "batch_size": self._config.batch_size}
         arrays = tree_to_arrays(self._generator, "generator")
+        if self._critic is not None:  # the classifier that draws the labels (DP-GAN: private weights)
+            arrays.update(tree_to_arrays(self._critic, "critic"))
         if self._sampler_arrays is not None:
             arrays["sample_logits"] = np.asarray(self._sampler_arrays.sample_logits)
         return meta, arrays
@@ -260,9 +278,15 @@ class GANSynthesizer(Synthesizer):
             dummy = np.zeros((1, layout.num_categorical), np.int32)
             sampler = cond_lib.build_condition_sampler(dummy, layout, self._blocks)
             sampler = sampler.replace(sample_logits=jnp.asarray(arrays["sample_logits"]))
-        config = self._gan_config(int(meta["batch_size"]))
+        config = self._gan_config(int(meta["batch_size"]), self._blocks)
         *_, state = self._build(layout, config, sampler, jax.random.key(0))
         self._generator = arrays_to_tree(state.generator.params, arrays, "generator")
+        if self._labels_from_classifier and config.classifier_loss > 0:
+            if any(name.startswith("critic") for name in arrays):
+                self._critic = arrays_to_tree(state.critic.params, arrays, "critic")
+            else:  # saved before the classifier existed: the generator's own classes
+                warnings.warn(f"{type(self).__name__}: the saved model holds no classifier; its rows keep the class "
+                              "they were generated for", stacklevel=2)
         self._sampler_arrays = sampler
 
 
@@ -311,9 +335,11 @@ DP_OPTIONS = dict(epsilon=1.0, delta=1e-5, l2_clip=1.0, accountant="rdp", clippi
 
 
 # Conditioned on the target, WGAN critic with weights clipped (as Xie et al.), batch 2,048, a small critic
-# 80x faster than the generator (README: DP-GAN that learns)
+# 80x faster than the generator, AC-GAN's classifier in the critic drawing the labels at sampling
+# (README: DP-GAN that learns)
 @_preset("dpgan", epochs=40, conditional="column", batch_size=2048, critic_dims=(64, 64), generator_lr=5e-5,
-         critic_lr=4e-3, loss="wasserstein", weight_clip=0.05, **DP_OPTIONS)
+         critic_lr=4e-3, loss="wasserstein", weight_clip=0.05, classifier_loss=0.1, classifier_labels=True,
+         **DP_OPTIONS)
 class DPGAN(GANSynthesizer):
     """DP-GAN (Xie et al. 2018): the critic trained with DP-SGD (Poisson batches of expected size
     ``batch_size``, per-example clipping ``l2_clip``, noise calibrated to ``(epsilon, delta)`` over
