@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -55,6 +56,7 @@ class Checkpointer:
             self.directory,
             item_names=("state", "meta"),
             options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
         )
 
     def save(self, step: int, state: PyTree, meta: Optional[dict] = None) -> None:
@@ -84,16 +86,31 @@ class Checkpointer:
 
         Raises:
           FileNotFoundError: there is no checkpoint in ``directory``.
+          ValueError: the checkpoint's arrays (their number or shapes, read from its metadata before any
+            array is) are not those of ``template``.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        saved, wanted = self.saved_shapes(step), _shapes(jax.tree.leaves(template))
+        if saved is not None and saved != wanted:  # checked first: orbax's failed reads leave tasks behind
+            raise ValueError(f"the checkpoint holds {len(saved)} arrays of other shapes than the "
+                             f"{len(wanted)} expected")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         restored = self._manager.restore(
             int(step),
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
         )
         return restored["state"], dict(restored["meta"] or {})
+
+    def saved_shapes(self, step: int) -> Optional[list]:
+        """The sorted shapes of the arrays saved at ``step`` (from the checkpoint's metadata), or ``None``
+        where the metadata cannot be read (the restore then decides)."""
+        try:
+            tree = self._manager.item_metadata(int(step))["state"]
+            return _shapes(jax.tree.leaves(getattr(tree, "tree", tree)))
+        except Exception:  # noqa: BLE001 - an unreadable metadata file is the restore's to report
+            return None
 
     def close(self) -> None:
         self._manager.close()
@@ -103,6 +120,11 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _shapes(leaves) -> list:
+    """Sorted shapes of array leaves (orbax may order a saved tree's leaves otherwise than the template)."""
+    return sorted(tuple(int(d) for d in (leaf.shape if hasattr(leaf, "shape") else np.shape(leaf))) for leaf in leaves)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
