@@ -36,7 +36,7 @@ DATA = ROOT.parent / "shared" / "data"
 
 def run(train, test, categories, epsilon: float, seed: int, options: dict) -> dict:
     from tabdiff_jax.evaluate import evaluate
-    from tabdiff_jax.models.gan import DPGAN
+    from tabdiff_jax.models.dpgan import DPGAN
 
     load, cpu, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     model = DPGAN(epsilon=epsilon, **options)

@@ -55,7 +55,8 @@ def _load() -> float:
 
 
 def _model(name: str, epochs: int, **options):
-    from tabdiff_jax.models.gan import CGAN, CTGAN, DPGAN, GAN, WGAN, WGANGP
+    from tabdiff_jax.models.gan import CGAN, CTGAN, GAN, WGAN, WGANGP
+    from tabdiff_jax.models.dpgan import DPGAN
     from tabdiff_jax.models.smote import SMOTE
     from tabdiff_jax.models.tabddpm import TabDDPM
     from tabdiff_jax.models.tablediffusion import TableDiffusion

@@ -36,7 +36,7 @@ _LAZY = {
     "WGAN": "tabdiff_jax.models.gan",
     "WGANGP": "tabdiff_jax.models.gan",
     "CTGAN": "tabdiff_jax.models.gan",
-    "DPGAN": "tabdiff_jax.models.gan",
+    "DPGAN": "tabdiff_jax.models.dpgan",
     "MST": "tabdiff_jax.models.marginal",
     "AIM": "tabdiff_jax.models.marginal",
     "DataError": "tabdiff_jax.errors",

@@ -97,7 +97,7 @@ def toy_private_table(n=2000, seed=0):
 
 
 def dpgan_fit(seed, epsilon=5.0, epochs=30, **options):
-    from tabdiff_jax.models.gan import DPGAN
+    from tabdiff_jax.models.dpgan import DPGAN
 
     # the rates and loss the margins below were measured at (before the Wasserstein default)
     options = {"generator_lr": 5e-4, "critic_lr": 5e-4, "loss": "bce", "weight_clip": None, **options}

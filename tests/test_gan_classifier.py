@@ -163,7 +163,8 @@ def test_generator_loss_adds_the_generated_rows_cross_entropy():
 
 def test_options_are_checked_and_a_dpgan_with_the_classifier_fits_saves_and_loads(tmp_path):
     from tabdiff_jax.models.base import load
-    from tabdiff_jax.models.gan import DPGAN, GAN
+    from tabdiff_jax.models.gan import GAN
+    from tabdiff_jax.models.dpgan import DPGAN
     from test_dpgan_learns import toy_private_table
 
     with pytest.raises(ConfigError, match="classifier_loss"):

@@ -12,7 +12,8 @@ from tabdiff_jax.evaluate.columns import prepare
 from tabdiff_jax.evaluate.detection import detection_auc
 from tabdiff_jax.evaluate.fidelity import shape_scores
 from tabdiff_jax.models.base import load
-from tabdiff_jax.models.gan import CGAN, CTGAN, DPGAN, GAN, WGAN, WGANGP
+from tabdiff_jax.models.gan import CGAN, CTGAN, GAN, WGAN, WGANGP
+from tabdiff_jax.models.dpgan import DPGAN
 from tabdiff_jax.models.tvae import TVAE
 
 SMALL = dict(batch_size=50, generator_dims=(32, 32), critic_dims=(32, 32), noise_dim=8)

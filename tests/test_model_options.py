@@ -57,7 +57,8 @@ def test_preprocessor_none_means_default_options():
 
 
 def _tiny(name):
-    from tabdiff_jax.models.gan import CTGAN, DPGAN, GAN
+    from tabdiff_jax.models.gan import CTGAN, GAN
+    from tabdiff_jax.models.dpgan import DPGAN
     from tabdiff_jax.models.tabddpm import TabDDPM
     from tabdiff_jax.models.tablediffusion import TableDiffusion
     from tabdiff_jax.models.tvae import TVAE

@@ -124,7 +124,8 @@ ESTIMATOR_SCRIPT = textwrap.dedent(
     import jax, numpy as np, pandas as pd
     warnings.simplefilter("ignore")
     from tabdiff_jax.models.base import load
-    from tabdiff_jax.models.gan import CTGAN, DPGAN, WGANGP
+    from tabdiff_jax.models.gan import CTGAN, WGANGP
+    from tabdiff_jax.models.dpgan import DPGAN
     from tabdiff_jax.models.tablediffusion import TableDiffusion
     from tabdiff_jax.models.tvae import TVAE
     name, devices, saved = sys.argv[1], int(sys.argv[2]), sys.argv[3]

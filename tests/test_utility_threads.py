@@ -53,7 +53,7 @@ def test_dpgan_adult_table_scores_the_same_on_one_and_two_threads():
     import warnings
 
     from tabdiff_jax import datasets
-    from tabdiff_jax.models.gan import DPGAN
+    from tabdiff_jax.models.dpgan import DPGAN
 
     train, test = datasets.load("adult")
     bounds = {"age": (17, 90), "fnlwgt": (0, 1.5e6), "education-num": (1, 16), "capital-gain": (0, 100000),

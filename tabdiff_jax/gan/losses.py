@@ -90,3 +90,16 @@ def condition_cross_entropy(raw_blocks: list[jax.Array], block_id: jax.Array, ca
         ce = -jnp.take_along_axis(logp, cat[:, None], axis=-1)[:, 0]
         per_block.append(jnp.where(block_id == j, ce, 0.0))
     return sum(per_block)
+
+
+def classifier_cross_entropy(critic, rows: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per row ``[batch]``: ``-log softmax(critic.classify(rows))[label]`` of a critic's auxiliary classifier
+    (AC-GAN; ``rows`` in the dense layout without the condition vector, ``labels`` int ``[batch]``)."""
+    logp = jax.nn.log_softmax(critic.classify(rows), axis=-1)
+    return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def critic_mask(params):
+    """True for a critic's own parameters, False for its auxiliary classifier's (WGAN's clipping skips those)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: not any(getattr(k, "key", None) == "classifier" for k in path), params)

@@ -115,8 +115,7 @@ def make_critic_example_loss(loss: str, classifier_loss: float = 0.0):
         del keys
         out = losses.critic_loss(loss, critic(batch["real"]), critic(batch["fake"]))
         if classifier_loss > 0:
-            logp = jax.nn.log_softmax(critic.classify(batch["rows"]), axis=-1)
-            out = out - classifier_loss * jnp.take_along_axis(logp, batch["label"][:, None], axis=-1)[:, 0]
+            out = out + classifier_loss * losses.classifier_cross_entropy(critic, batch["rows"], batch["label"])
         return out
 
     return loss_fn

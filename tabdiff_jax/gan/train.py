@@ -66,12 +66,9 @@ class GANConfig:
       condition_loss: weight of CTGAN's conditional cross-entropy in the generator loss.
       impose_condition: overwrite the conditioned block of generated rows with the condition
         (CGAN: the label is an input of the generator, not an output).
-      classifier_loss: weight of AC-GAN's auxiliary classification loss (Odena et al. 2017; 0: none). The
-        critic carries a classifier of the conditioned column (``conditional="column"``) from the row's other
-        columns (:meth:`~tabdiff_jax.gan.nets.Critic.classify`), trained on real rows only (their
-        cross-entropy added to the critic's loss; under DP-GAN inside each row's clipped loss, so the
-        sensitivity is unchanged), and the generator is pushed to make rows it classifies as their condition
-        (the cross-entropy of generated rows added to its loss). WGAN's weight clipping leaves it out.
+      classifier_loss: weight of AC-GAN's auxiliary loss (Odena et al. 2017; 0: none): the critic's classifier
+        of the conditioned column (:meth:`~tabdiff_jax.gan.nets.Critic.classify`) learns on real rows (under
+        DP-GAN inside each row's clipped loss) and the generator's rows are pushed towards their condition.
       generator_ema: decay of an exponential moving average of the generator's parameters kept in
         ``GANState.generator.ema`` (:func:`~tabdiff_jax.state.ema_update`, with its warm-up), or ``None``.
         Averaging damps the GAN's oscillation (Yazici et al. 2019); under DP-GAN it is post-processing.
@@ -134,14 +131,8 @@ def critic_optimizer(critic_tx: optax.GradientTransformation, config: GANConfig)
         return critic_tx
     clip = clip_params(-config.weight_clip, config.weight_clip)
     if config.classifier_loss > 0:  # the auxiliary classifier is not a Lipschitz critic: not clipped
-        clip = optax.masked(clip, _critic_mask)
+        clip = optax.masked(clip, losses.critic_mask)
     return optax.chain(critic_tx, clip)
-
-
-def _critic_mask(params):
-    """True for the critic's own parameters, False for its auxiliary classifier's."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: not any(getattr(k, "key", None) == "classifier" for k in path), params)
 
 
 def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_tx: optax.GradientTransformation,
@@ -150,9 +141,8 @@ def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_t
              label_block: Optional[tuple[int, int]] = None, classifier_dims: Optional[Sequence[int]] = None):
     """Both networks and the initial :class:`GANState` (critic weights clipped, optimiser :func:`critic_optimizer`;
     with ``config.generator_ema`` the generator's state carries the average, starting at its initial weights).
-    With ``config.classifier_loss > 0`` the critic carries an auxiliary classifier of ``label_block``
-    (``(dense offset, size)`` of the conditioned column) with hidden widths ``classifier_dims``
-    (default: ``critic_dims``).
+    ``config.classifier_loss > 0``: the critic has a classifier of ``label_block`` (dense offset, size) of widths
+    ``classifier_dims`` (default: ``critic_dims``).
 
     Returns:
       ``(generator_def, critic_def, state)``.
@@ -161,7 +151,7 @@ def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_t
     generator = Generator(config.noise_dim, generator_dims, layout.dense_dim, cond_dim=cond_dim, residual=residual,
                           rngs=nnx.Rngs(params=k_gen))
     classifier = None
-    if config.classifier_loss > 0:
+    if config.classifier_loss > 0:  # AC-GAN
         if label_block is None:
             raise ConfigError("classifier_loss needs a conditioned column (conditional='column')")
         classifier = (layout.dense_dim, *label_block, tuple(critic_dims if classifier_dims is None else classifier_dims))
@@ -169,10 +159,9 @@ def init_gan(key: jax.Array, layout: TableLayout, config: GANConfig, generator_t
                     rngs=nnx.Rngs(params=k_critic))
     gen_def, gen_params = split_params(generator)
     critic_def, critic_params = split_params(critic)
-    if config.weight_clip is not None:
-        mask = _critic_mask(critic_params)
+    if config.weight_clip is not None:  # not the classifier's weights
         critic_params = jax.tree.map(lambda p, m: losses.clip_weights(p, config.weight_clip) if m else p,
-                                     critic_params, mask)
+                                     critic_params, losses.critic_mask(critic_params))
     state = GANState(init_train_state(gen_params, generator_tx, config.generator_ema),
                      init_train_state(critic_params, critic_optimizer(critic_tx, config)))
     return gen_def, critic_def, state
@@ -256,7 +245,8 @@ def _make_critic_step(critic_def, config: GANConfig, critic_tx: optax.GradientTr
         loss = jnp.mean(losses.critic_loss(config.loss, real_scores, fake_scores))
         metrics = {"critic_loss": loss}
         if config.classifier_loss > 0 and conditions is not None:  # AC-GAN: the classifier learns on real rows
-            ce = jnp.mean(classifier_cross_entropy(critic_def, critic_params, real, conditions.category))
+            ce = jnp.mean(losses.classifier_cross_entropy(nnx.merge(critic_def, critic_params), real,
+                                                          conditions.category))
             loss = loss + config.classifier_loss * ce
             metrics["classifier_loss"] = ce
         if config.gradient_penalty > 0:
@@ -293,13 +283,6 @@ def make_critic_update(gen_def, critic_def, layout: TableLayout, config: GANConf
     return critic_update
 
 
-def classifier_cross_entropy(critic_def, critic_params, rows: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per row ``[batch]``: ``-log softmax(classify(rows))[label]`` of the critic's auxiliary classifier
-    (``rows`` in the dense layout without the condition vector; ``labels`` int ``[batch]``)."""
-    logp = jax.nn.log_softmax(nnx.merge(critic_def, critic_params).classify(rows), axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-
-
 def _make_generator_loss(critic_def, config: GANConfig):
     """``loss(raw, fake, critic, conditions, sampler, key) -> (loss, metrics)`` of generated rows."""
 
@@ -313,7 +296,8 @@ def _make_generator_loss(critic_def, config: GANConfig):
             loss = loss + config.condition_loss * ce
             metrics["condition_loss"] = ce
         if conditions is not None and config.classifier_loss > 0:  # AC-GAN: rows classified as their condition
-            ce = jnp.mean(classifier_cross_entropy(critic_def, critic_params, fake, conditions.category))
+            ce = jnp.mean(losses.classifier_cross_entropy(nnx.merge(critic_def, critic_params), fake,
+                                                          conditions.category))
             loss = loss + config.classifier_loss * ce
             metrics["generated_classifier_loss"] = ce
         return loss, metrics

@@ -24,7 +24,7 @@ MODEL_MODULES: dict[str, str] = {
     "wgan": "tabdiff_jax.models.gan",
     "wgan-gp": "tabdiff_jax.models.gan",
     "ctgan": "tabdiff_jax.models.gan",
-    "dpgan": "tabdiff_jax.models.gan",
+    "dpgan": "tabdiff_jax.models.dpgan",
     "mst": "tabdiff_jax.models.marginal",
     "aim": "tabdiff_jax.models.marginal",
 }
