@@ -35,6 +35,10 @@ class DPGAN(GANSynthesizer):
     the noise multiplier, the sampling rate and the number of private steps.
     By default (``conditional="column"``) it is conditioned on a categorical target, whose class shares
     cost 5% of the budget (:mod:`tabdiff_jax.gan.private`); ``conditional=None``: unconditional.
+    With that target the critic also holds AC-GAN's classifier of it (``classifier_loss=0.1``, trained inside
+    each row's clipped loss: no extra privacy cost) and sampling draws each row's target from it
+    (``classifier_labels=True``; post-processing): Adult at epsilon 5, F1 0.742-0.764 over five seeds,
+    against 0.586-0.645 with the class each row was generated for.
     """
 
     preprocessor_options = {"numeric": "minmax"}
