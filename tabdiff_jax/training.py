@@ -35,6 +35,14 @@ def _to_host(metrics: dict) -> dict:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
+def _rate(desc: str, done: int, elapsed: float) -> dict:
+    """The progress bar's speed: ``s/epoch`` where the loop counts epochs (a GAN's or TVAE's, each several
+    seconds: ``steps/s`` would read 0.0), else ``steps/s``."""
+    if desc.endswith("epochs"):
+        return {"s/epoch": f"{elapsed / max(done, 1):.1f}"}
+    return {"steps/s": f"{done / max(elapsed, 1e-9):.1f}"}
+
+
 def _fmt(metrics: dict) -> dict:
     return {k: (f"{v:.4g}" if math.isfinite(v) else str(v)) for k, v in metrics.items()}
 
@@ -126,7 +134,7 @@ def run_training(
                 history.append((done, host))
                 extra = on_log(done, host) if on_log is not None else None
                 elapsed = time.perf_counter() - t0
-                bar.set_postfix({"steps/s": f"{(done - start) / max(elapsed, 1e-9):.1f}", **_fmt(host), **(extra or {})})
+                bar.set_postfix({**_rate(desc, done - start, elapsed), **_fmt(host), **(extra or {})})
             bar.update(1)
             due = checkpoint_seconds is not None and time.perf_counter() - last_save >= checkpoint_seconds
             if checkpointer is not None and (done % checkpoint_every == 0 or done == num_steps or due):

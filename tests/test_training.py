@@ -122,3 +122,12 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(capsys):
     assert "\r" not in err
     lines = err.splitlines()
     assert lines[0] == "train: 4/10 (40%), loss=0.5" and lines[-1].startswith("train: 4/10 (40%), loss=0.5 in ")
+
+
+@pytest.mark.parametrize("desc, unit", [("toy", "steps/s="), ("toy epochs", "s/epoch=")])
+def test_progress_shows_the_speed_in_the_loops_unit(desc, unit, capsys, monkeypatch):
+    monkeypatch.setenv("TABDIFF_PROGRESS_SECONDS", "0")  # a line at every update
+    run_training(_step, _init(), num_steps=3, key=jax.random.key(0), progress=True, desc=desc)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"{desc}: 3/3 (100%)") and unit in last
+    assert ("s/epoch=" in last) != ("steps/s=" in last)
