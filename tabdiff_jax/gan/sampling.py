@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
 from flax import nnx
 
 from tabdiff_jax.gan import conditional as cond_lib
