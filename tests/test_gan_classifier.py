@@ -188,7 +188,14 @@ def test_options_are_checked_and_a_dpgan_with_the_classifier_fits_saves_and_load
         a, b = model.sample(300, seed=1), load(tmp_path / "m").sample(300, seed=1)
         given = model.sample(200, seed=2, condition={"label": "yes"})
     assert set(a["label"]) <= {"no", "yes"}
-    assert a.equals(b)  # the classifier (the critic's weights) saved and loaded with the model
+    assert a.equals(b)  # the classifier (the critic's weights and its label shift) saved and loaded with the model
+    # the drawn labels keep the released class shares (the shift calibrates the classifier to them)
+    counts = np.asarray(model.fit_info["privacy"]["column_shares"]["noisy_counts"], float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        big = model.sample(4000, seed=5)
+    released = counts[1] / counts.sum()  # "yes" (categories in the public order no, yes)
+    assert abs((big["label"] == "yes").mean() - released) < 4 * np.sqrt(released * (1 - released) / 4000) + 0.01
     assert (given["label"] == "yes").all()
     # on a regression target (no class to condition on) DP-GAN runs without the classifier
     with warnings.catch_warnings():
@@ -235,3 +242,21 @@ def test_labels_are_drawn_from_the_classifier_and_a_given_class_is_kept():
     # row i depends on key i only
     part = sample(state.generator.params, sampler, keys[100:300], None, None, params)
     np.testing.assert_array_equal(np.asarray(part), np.asarray(rows[100:300]))
+
+
+def test_label_bias_makes_the_mean_probabilities_the_shares():
+    from tabdiff_jax.gan.sampling import label_bias
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5000, 3)) * 2.0 + np.array([1.5, 0.0, -1.0])  # means far from the shares below
+    shares = np.array([0.2, 0.5, 0.3])
+    b = label_bias(logits, shares)
+    z = logits + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose((p / p.sum(1, keepdims=True)).mean(0), shares, atol=1e-5)
+    before = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.abs((before / before.sum(1, keepdims=True)).mean(0) - shares).max() > 0.2  # it had work to do
+    # a class of share 0 is never drawn; a shift of every logit by a constant changes nothing
+    b0 = label_bias(logits, np.array([0.0, 0.6, 0.4]))
+    assert b0[0] < -1e3
+    np.testing.assert_allclose(label_bias(logits + 7.0, shares), b, atol=1e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tabdiff_jax.gan import conditional as cond_lib
@@ -21,7 +22,8 @@ def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None, c
     ``block_id`` / ``category`` (scalars or ``[batch]``) fix them (the block is then set to it).
     With ``critic_params`` (of a critic ``critic_def`` with an auxiliary classifier) and drawn conditions,
     each row's conditioned column is then drawn again from the classifier's ``p(label | other columns)``
-    of the generated row (the label last, as TabDiff's ``target_last``); fixed conditions are kept.
+    of the generated row (the label last, as TabDiff's ``target_last``; ``label_bias [K]`` added to its
+    logits, :func:`label_bias`); fixed conditions are kept.
     Row ``i`` draws everything from ``row_keys[i]`` only; with a ``mesh`` rows are split over it.
     """
 
@@ -33,7 +35,7 @@ def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None, c
         return activate(raw[None], layout, key, numeric_activation=config.numeric_activation, tau=config.tau,
                         hard=True)[0]
 
-    def sample(gen_params, sampler, row_keys, block_id=None, category=None, critic_params=None):
+    def sample(gen_params, sampler, row_keys, block_id=None, category=None, critic_params=None, label_bias=None):
         k_cond, z, k_gumbel, u_label = constrain_rows(jax.vmap(row_draws)(constrain_rows(row_keys, mesh)), mesh)
         batch = z.shape[0]
         conditions, impose, drawn = None, False, block_id is None
@@ -52,9 +54,28 @@ def make_sample_fn(gen_def, layout: TableLayout, config: GANConfig, mesh=None, c
         if impose:
             rows = cond_lib.impose_condition(sampler, rows, conditions.block_id, conditions.category)
         if critic_params is not None and sampler is not None and drawn:  # the label from the classifier
-            probs = jax.nn.softmax(nnx.merge(critic_def, critic_params).classify(rows), axis=-1)
+            logits = nnx.merge(critic_def, critic_params).classify(rows)
+            probs = jax.nn.softmax(logits if label_bias is None else logits + label_bias, axis=-1)
             label = jnp.sum(jnp.cumsum(probs, axis=-1)[:, :-1] <= u_label[:, None], axis=-1).astype(jnp.int32)
             rows = cond_lib.impose_condition(sampler, rows, jnp.zeros_like(label), label)
         return constrain_rows(rows, mesh)
 
     return sample
+
+
+def label_bias(logits: np.ndarray, shares: np.ndarray, iters: int = 500, tol: float = 1e-7) -> np.ndarray:
+    """The per-class shift ``b [K]`` with ``mean_i softmax(logits_i + b) = shares``: the classifier's labels of
+    generated rows ``logits [n, K]`` calibrated to the class shares the rows were generated with (a class of
+    share 0 gets a large negative shift: never drawn). Iterative proportional fitting on one margin."""
+    logits = np.asarray(logits, np.float64)
+    shares = np.asarray(shares, np.float64) / np.sum(shares)
+    b = np.where(shares > 0, 0.0, -1e4)
+    for _ in range(iters):
+        z = logits + b
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        mean = (p / p.sum(axis=1, keepdims=True)).mean(axis=0)
+        step = np.where(shares > 0, np.log(np.maximum(shares, 1e-300) / np.maximum(mean, 1e-300)), 0.0)
+        b = b + step
+        if np.max(np.abs(step)) < tol:
+            break
+    return (b - np.max(b[shares > 0])).astype(np.float32) if np.any(shares > 0) else b.astype(np.float32)

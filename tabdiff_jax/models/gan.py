@@ -42,12 +42,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.gan import conditional as cond_lib
 from tabdiff_jax.gan.nets import numeric_activation_for
-from tabdiff_jax.gan.sampling import make_sample_fn
+from tabdiff_jax.gan.sampling import label_bias, make_sample_fn
 from tabdiff_jax.gan.train import GANConfig, init_gan, make_epoch_fn
 from tabdiff_jax.models.base import Synthesizer, register
 from tabdiff_jax.sampling import cached_chunk, row_keys, sample_rows
@@ -73,6 +74,8 @@ GAN_DEFAULTS = dict(
     classifier_loss=0.0, classifier_dims=None, classifier_labels=False,
 )
 CONDITIONALS = (None, "column", "ctgan")
+CALIBRATION_ROWS = 8192  # generated rows that calibrate the classifier's labels to the class shares
+LABEL_CALIBRATION = 0x43414C42  # fold_in constant of their key ("CALB")
 
 
 class GANSynthesizer(Synthesizer):
@@ -202,13 +205,25 @@ class GANSynthesizer(Synthesizer):
                                       log_every=1, stop_fn=stop_fn, on_log=on_log)
         self._generator = state.generator.params if state.generator.ema is None else state.generator.ema
         if self._labels_from_classifier and config.classifier_loss > 0:  # the labels from the (private) classifier
-            self._critic = state.critic.params
+            self._critic = (state.critic.params, self._label_bias(layout, config, critic_def, state.critic.params,
+                                                                  sampler, jax.random.fold_in(key, LABEL_CALIBRATION)))
         self._sampler_arrays = sampler
         self.fit_info = {"epochs": int(state.step) // steps, "steps_per_epoch": steps,
                          "batch_size": config.batch_size, "sampled_from": "params" if config.generator_ema is None
                          else "ema", **timer.summary(),
                          "history": [(int(e), m) for e, m in history[-20:]],
                          **self._privacy_info(int(state.critic.step))}
+
+    def _label_bias(self, layout, config, critic_def, critic_params, sampler, key) -> jax.Array:
+        """The classifier's logit shift that makes its labels of generated rows keep the class shares the rows
+        are generated with (the sampler's released ones; :func:`tabdiff_jax.gan.sampling.label_bias`), from
+        ``CALIBRATION_ROWS`` rows of ``key``: post-processing of the generator and the critic."""
+        sample = jax.jit(make_sample_fn(self._gen_def, layout, config, critic_def=critic_def))
+        rows = sample(self._generator, sampler, row_keys(key, 0, CALIBRATION_ROWS))
+        logits = np.asarray(nnx.merge(critic_def, critic_params).classify(rows))
+        size = sampler.sizes[0]
+        shares = np.exp(np.asarray(sampler.sample_logits, np.float64)[0, :size])
+        return jnp.asarray(label_bias(logits, shares))
 
     @property
     def _labels_from_classifier(self) -> bool:
@@ -238,7 +253,8 @@ class GANSynthesizer(Synthesizer):
             pre, layout = self.preprocessor, self._layout
 
             def chunk(generator, critic, sampler, key, start, block_id=None, category=None):
-                rows = sample(generator, sampler, row_keys(key, start, size), block_id, category, critic)
+                rows = sample(generator, sampler, row_keys(key, start, size), block_id, category,
+                              *(critic if critic is not None else (None, None)))
                 return pre.decode_arrays(from_dense(rows, layout))
 
             return jax.jit(chunk)
@@ -264,7 +280,8 @@ class GANSynthesizer(Synthesizer):
                 "batch_size": self._config.batch_size}
         arrays = tree_to_arrays(self._generator, "generator")
         if self._critic is not None:  # the classifier that draws the labels (DP-GAN: private weights)
-            arrays.update(tree_to_arrays(self._critic, "critic"))
+            arrays.update(tree_to_arrays(self._critic[0], "critic"))
+            arrays["label_bias"] = np.asarray(self._critic[1])
         if self._sampler_arrays is not None:
             arrays["sample_logits"] = np.asarray(self._sampler_arrays.sample_logits)
         return meta, arrays
@@ -283,7 +300,8 @@ class GANSynthesizer(Synthesizer):
         self._generator = arrays_to_tree(state.generator.params, arrays, "generator")
         if self._labels_from_classifier and config.classifier_loss > 0:
             if any(name.startswith("critic") for name in arrays):
-                self._critic = arrays_to_tree(state.critic.params, arrays, "critic")
+                bias = arrays.get("label_bias", np.zeros(sampler.sizes[0], np.float32))
+                self._critic = (arrays_to_tree(state.critic.params, arrays, "critic"), jnp.asarray(bias))
             else:  # saved before the classifier existed: the generator's own classes
                 warnings.warn(f"{type(self).__name__}: the saved model holds no classifier; its rows keep the class "
                               "they were generated for", stacklevel=2)
