@@ -71,3 +71,42 @@ def test_correction_names():
 
     with pytest.raises(ConfigError, match="correction"):
         TabDiff(correction="second")
+
+
+@pytest.mark.parametrize("correction", ["multistep", "none"])
+def test_single_call_path_draws_the_rows_of_the_general_path(correction):
+    """Without given cells the sampler runs its single-call path (the churn of the next step done at the end of
+    each step, the update as per-column coefficients); ``single_call=False`` (and given cells) the general one.
+    Same key, same draws: the same rows up to float rounding (a rounding can flip a category draw that sits on
+    a boundary, so 99% of the rows, not all, are asked to agree)."""
+    from flax import nnx
+
+    from tabdiff_jax.diffusion import tabdiff as td
+    from tabdiff_jax.state import split_params
+
+    g, p = split_params(td.make_network(CFG, hidden_dims=(32, 32), rngs=nnx.Rngs(3)))
+    n = 400
+    fast, general = (tds.make_chunk_sampler(g, CFG, n, 20, correction, single_call=single)(
+        p, jax.random.key(5), jnp.uint32(0), None) for single in (True, False))
+    fast, general = [tuple(np.asarray(a) for a in out) for out in (fast, general)]
+    same = np.all(fast[1] == general[1], axis=1) & np.all(np.isclose(fast[0], general[0], rtol=1e-4, atol=1e-4), axis=1)
+    assert same.mean() >= 0.99, same.mean()
+    assert len(np.unique(fast[1][:, 1])) > 1  # the draws are not degenerate
+
+
+def test_unmask_law_by_frequencies():
+    # a masked block stays masked with probability `stay`, else takes category c with softmax(logits)_c;
+    # an unmasked block is kept
+    n, stay = 200_000, 0.3
+    pi = np.array([0.1, 0.6, 0.3])
+    logits = jnp.broadcast_to(jnp.log(jnp.asarray(pi, jnp.float32)), (n, 3))
+    cfg = tds.td.TabDiffConfig(num_numeric=1, categorical_sizes=(3,))
+    codes = jnp.where(jnp.arange(n)[:, None] < n // 2, 3, 1).astype(jnp.int32)  # half masked (code 3), half "1"
+    u = jax.random.uniform(jax.random.key(0), (n, 1))
+    out = np.asarray(tds.unmask(logits, codes, u, jnp.asarray([stay]), cfg))[:, 0]
+    assert np.all(out[n // 2:] == 1)
+    freq = np.bincount(out[: n // 2], minlength=4) / (n // 2)
+    want = np.concatenate([(1 - stay) * pi, [stay]])
+    np.testing.assert_array_less(np.abs(freq - want), 5 * np.sqrt(want * (1 - want) / (n // 2)))
+    np.testing.assert_allclose(np.asarray(tds.stay_masked(jnp.asarray([0.2, 0.5]), jnp.asarray([0.6, 1.0]))),
+                               [0.4 / 0.8, 0.0], rtol=1e-6)

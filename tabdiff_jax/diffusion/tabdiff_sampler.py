@@ -21,6 +21,15 @@
 So ``S`` steps cost ``2 S - 1`` network evaluations with Heun's correction, ``S`` otherwise. Every random
 number of row ``i`` comes from ``fold_in(key, i)`` (:func:`tabdiff_jax.sampling.row_keys`).
 
+On a CPU a step's passes over the ``[rows, columns]`` state cost about as much as its elementwise arithmetic
+is cheap (each pass is a separate kernel), so the plain sampler (one network call per step, no given cells)
+runs the same step in a single-call form: the churn of step ``i + 1`` is done at the end of step ``i`` (with
+step ``i + 1``'s draw), the carried state is the network's preconditioned input ``c_in (x + r z)``, and the
+Euler / 2M update is written as per-column coefficients of that input, the network output and the previous
+denoised value: one pass after the network where the textbook form takes four. The unmasking draws ``stay``
+against one uniform per block and the category from the block's ``exp(logit - max)`` (:func:`unmask`),
+without a "stay" column. Same draws, same rows up to float rounding (``tests/test_tabdiff_multistep.py``).
+
 Inpainting (``known``): given categorical cells are never masked; given numbers start at
 ``x + sigma_max eps`` and are replaced after each step by ``x + sigma_{i-1} eps'`` (the forward process
 at the next noise level: exact at the end), the official "x_t" imputation.
@@ -113,14 +122,24 @@ def sampler_grid(config: td.TabDiffConfig, rho: jax.Array, k: jax.Array, steps: 
     return {name: v[::-1] for name, v in grid.items()}
 
 
-def unmask_probs(logits: jax.Array, alpha_t, alpha_s, config: td.TabDiffConfig) -> list[jax.Array]:
-    """Per block, unnormalised ``[p_c (alpha_s - alpha_t) for c] + [1 - alpha_s]`` (last: stay masked), ``p``
-    the block's softmax of ``logits``, all times the block's ``sum_c exp(logit_c - max)`` (no division)."""
-    out = []
-    for b, e in enumerate(block_exps(logits, config.categorical_sizes)):
-        keep = (1.0 - alpha_s[b]) * jnp.sum(e, axis=-1, keepdims=True)
-        out.append(jnp.concatenate([e * (alpha_s[b] - alpha_t[b]), keep], axis=-1))
-    return out
+def stay_masked(alpha_t, alpha_s) -> jax.Array:
+    """Per block, the chance ``(1 - alpha_s) / (1 - alpha_t)`` that a block masked at ``t`` is still masked at
+    ``s < t`` (MDLM's posterior; the same for every row): 0 at the data (``alpha_s = 1``)."""
+    return jnp.where(alpha_t < 1.0, (1.0 - alpha_s) / jnp.where(alpha_t < 1.0, 1.0 - alpha_t, 1.0), 1.0)
+
+
+def unmask(logits: jax.Array, codes: jax.Array, u: jax.Array, stay: jax.Array, config: td.TabDiffConfig):
+    """One unmasking step from one uniform ``u [n, B]`` per block: a masked block stays masked if ``u < stay``
+    (:func:`stay_masked`), else takes category ``c`` with the denoiser's ``p(c)`` (softmax of the block's
+    ``logits``), drawn by the inverse CDF at ``(u - stay) / (1 - stay)`` (uniform given ``u >= stay``).
+    Unmasked blocks are kept. The draw reads each block's ``exp(logit - max)``, as TabDDPM's step reads its
+    posterior (one fused pass over the blocks on a CPU, and no column for "stay" in the draw)."""
+    mask_code = jnp.asarray(config.categorical_sizes, codes.dtype)
+    below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    go = u >= stay
+    u_cat = jnp.minimum((u - stay) / jnp.where(stay < 1.0, 1.0 - stay, 1.0), below_one)
+    drawn = draw_categorical(block_exps(logits, config.categorical_sizes), jnp.where(go, u_cat, 0.0))
+    return jnp.where((codes == mask_code) & go, drawn, codes)
 
 
 def guide(d_cond, logits_cond, d_uncond, logits_uncond, w: float, sizes: tuple[int, ...], rows=None):
@@ -140,7 +159,7 @@ def guide(d_cond, logits_cond, d_uncond, logits_uncond, w: float, sizes: tuple[i
 @functools.lru_cache(maxsize=16)
 def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, steps: int = DEFAULT_STEPS,
                        correction: str = DEFAULT_CORRECTION, stochastic: bool = True, inpaint: bool = False, mesh=None,
-                       guidance: float = 0.0, target_last: bool = False):
+                       guidance: float = 0.0, target_last: bool = False, single_call: bool = True):
     """Compile the sampler for one chunk: ``chunk(params, key, start, known) -> (x_num [m, d], x_cat [m, B])``.
 
     ``known`` is a :class:`KnownCells` of the chunk's rows (used only when ``inpaint``). ``guidance > 0``
@@ -173,10 +192,13 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             grid["extrapolate"] = multistep_weights(grid["sigma_hat"], grid["sigma_next"])
         fn = net.denoiser.conditioned(None)
 
+        def network(x_in, cat_codes, t):  # (F, logits) of the preconditioned numbers x_in = c_in x
+            out = fn(jnp.concatenate([x_in, td.masked_onehot(cat_codes, config)], axis=-1), td.time_input(t, config))
+            return td.split_output(out, config)
+
         def plain(x, cat_codes, t, sigma):
             c_in, c_skip, c_out = td.precondition(sigma, config.sigma_data)
-            out = fn(jnp.concatenate([c_in * x, td.masked_onehot(cat_codes, config)], axis=-1), td.time_input(t, config))
-            f, logits = td.split_output(out, config)
+            f, logits = network(c_in * x, cat_codes, t)
             return c_skip * x + c_out * f, logits
 
         def denoise(x, cat_codes, t, sigma):
@@ -193,50 +215,89 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             x_num = jnp.where(known.numeric_mask, known.numeric + x_num, x_num)
             x_cat = jnp.where(known.codes_mask, known.codes, x_cat)
 
+        def churn_categories(x_cat, u, g):  # one uniform per block: masks again if below the churn probability
+            if not nb:
+                return x_cat, u
+            churn = -jnp.expm1(g["cat_cur"] - g["cat_hat"])
+            again = (u < churn) & (x_cat != mask_code)
+            x_cat_hat = jnp.where(again, mask_code, x_cat)
+            u_again = jnp.minimum(u / jnp.where(churn > 0, churn, 1.0), below_one)  # uniform given `again`
+            if inpaint:
+                x_cat_hat = jnp.where(known.codes_mask, known.codes, x_cat_hat)
+            return x_cat_hat, jnp.where(again, u_again, u)
+
+        def unmask_step(logits, x_cat_hat, u_draw, g, last: bool):
+            if not nb:
+                return x_cat_hat
+            x_cat_next = unmask(logits, x_cat_hat, u_draw, stay_masked(jnp.exp(-g["cat_hat"]), jnp.exp(-g["cat_next"])),
+                                config)
+            return x_cat_next.at[:, gb].set(mask_code[gb]) if hold and not last else x_cat_next
+
         def step(carry, inp, last: bool):
             x_num, x_cat, den_prev = carry
             i, g = inp
             noise, noise_known, u = jax.vmap(row_noise, (0, None))(keys, i)
             s_cur, s_hat, s_next = g["sigma_cur"], g["sigma_hat"], g["sigma_next"]
-            x_hat = x_num + jnp.sqrt(jnp.maximum(s_hat ** 2 - s_cur ** 2, 0.0)) * noise
-            x_cat_hat, u_draw = x_cat, u
-            if nb:  # one uniform per block: masks again if below the churn probability, then draws
-                churn = -jnp.expm1(g["cat_cur"] - g["cat_hat"])
-                again = (u < churn) & (x_cat != mask_code)
-                x_cat_hat = jnp.where(again, mask_code, x_cat)
-                u_again = jnp.minimum(u / jnp.where(churn > 0, churn, 1.0), below_one)  # uniform given `again`
-                u_draw = jnp.where(again, u_again, u)
-                if inpaint:
-                    x_cat_hat = jnp.where(known.codes_mask, known.codes, x_cat_hat)
+            raise_by = jnp.sqrt(jnp.maximum(s_hat ** 2 - s_cur ** 2, 0.0))
+            x_cat_hat, u_draw = churn_categories(x_cat, u, g)
+            x_hat = x_num + raise_by * noise
             den, logits = denoise(x_hat, x_cat_hat, g["t_hat"], s_hat)
             extrapolated = den + g["extrapolate"] * (den - den_prev) if correction == "multistep" else den
             slope = (x_hat - extrapolated) / s_hat
             x_next = x_hat + (s_next - s_hat) * slope
             if correction == "heun" and not last:
-                t_next = g["t_next"]
-                den2, _ = denoise(x_next, x_cat_hat, t_next, s_next)
+                den2, _ = denoise(x_next, x_cat_hat, g["t_next"], s_next)
                 x_next = x_hat + (s_next - s_hat) * (0.5 * slope + 0.5 * (x_next - den2) / s_next)
-            x_cat_next = x_cat_hat
-            if nb:
-                drawn = draw_categorical(unmask_probs(logits, jnp.exp(-g["cat_hat"]), jnp.exp(-g["cat_next"]), config),
-                                         u_draw)
-                x_cat_next = jnp.where(x_cat_hat == mask_code, drawn, x_cat_hat)
-                if hold and not last:
-                    x_cat_next = x_cat_next.at[:, gb].set(mask_code[gb])
+            x_cat_next = unmask_step(logits, x_cat_hat, u_draw, g, last)
             if inpaint:
                 x_next = jnp.where(known.numeric_mask, known.numeric + s_next * noise_known, x_next)
                 x_cat_next = jnp.where(known.codes_mask, known.codes, x_cat_next)
-            return (x_next, x_cat_next, den), None
+            return (x_next, x_cat_next, den if correction == "multistep" else den_prev), None
+
+        def churned(x, i, g):  # (c_in (x + r z), u) of step i's draw: the numbers raised to sigma_hat, preconditioned
+            z, _, u = jax.vmap(row_noise, (0, None))(keys, i)
+            raise_by = jnp.sqrt(jnp.maximum(g["sigma_hat"] ** 2 - g["sigma_cur"] ** 2, 0.0))
+            return td.precondition(g["sigma_hat"], config.sigma_data)[0] * (x + raise_by * z), u
+
+        def fast_step(carry, inp, last: bool):
+            # One network call, no given cells: the same step with the churn of step i + 1 done at the end of
+            # step i (its draw made here), so the carried state is the preconditioned, churned input
+            # x_in = c_in (x + r z) and the update is per-column coefficients of (x_in, F, D_prev): one pass
+            # over the rows after the network instead of four (the state is what a CPU step spends on).
+            x_in, x_cat, den_prev, u = carry
+            i, g, g_next = inp
+            x_cat_hat, u_draw = churn_categories(x_cat, u, g)
+            f, logits = network(x_in, x_cat_hat, g["t_hat"])
+            c_in, c_skip, c_out = td.precondition(g["sigma_hat"], config.sigma_data)
+            h = (g["sigma_next"] - g["sigma_hat"]) / g["sigma_hat"]  # x_next = x_hat + h (x_hat - D'),
+            c = g["extrapolate"] if correction == "multistep" else 0.0  # D' = D + c (D - D_prev)
+            x_next = ((1.0 + h - h * (1.0 + c) * c_skip) / c_in) * x_in - (h * (1.0 + c) * c_out) * f
+            if correction == "multistep":
+                x_next = x_next + (h * c) * den_prev
+                den_prev = (c_skip / c_in) * x_in + c_out * f
+            x_cat_next = unmask_step(logits, x_cat_hat, u_draw, g, last)
+            if last:
+                return (x_next, x_cat_next, den_prev, u), None
+            x_in_next, u_next = churned(x_next, i + 1, g_next)
+            return (x_in_next, x_cat_next, den_prev, u_next), None
 
         # the time each step's Euler point sits at (the correction's network input): the next grid time
         t_grid = jnp.linspace(0.0, 1.0, steps, dtype=jnp.float32)[::-1]
         grid["t_next"] = jnp.concatenate([t_grid[1:], jnp.zeros((1,), jnp.float32)])
         body = {name: v[:-1] for name, v in grid.items()}
+        last_row = {name: v[-1] for name, v in grid.items()}
         idx = jnp.arange(steps, dtype=jnp.uint32)
-        carry, _ = jax.lax.scan(lambda c, inp: step(c, inp, False), (x_num, x_cat, x_num), (idx[:-1], body))
-        carry, _ = step(carry, (idx[-1], {name: v[-1] for name, v in grid.items()}), True)
-        x_num, x_cat, _ = carry
-        return x_num, jnp.minimum(x_cat, mask_code - 1)
+        den0 = x_num if correction == "multistep" else jnp.zeros((), x_num.dtype)  # no history carried otherwise
+        if inpaint or guided or correction == "heun" or not single_call:
+            carry, _ = jax.lax.scan(lambda c, inp: step(c, inp, False), (x_num, x_cat, den0), (idx[:-1], body))
+            carry, _ = step(carry, (idx[-1], last_row), True)
+        else:
+            after = {name: v[1:] for name, v in grid.items()}
+            x_in, u = churned(x_num, 0, {name: v[0] for name, v in grid.items()})
+            carry, _ = jax.lax.scan(lambda c, inp: fast_step(c, inp, False), (x_in, x_cat, den0, u),
+                                    (idx[:-1], body, after))
+            carry, _ = fast_step(carry, (idx[-1], last_row, None), True)
+        return carry[0], jnp.minimum(carry[1], mask_code - 1)
 
     return jax.jit(chunk)
 
