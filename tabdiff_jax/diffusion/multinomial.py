@@ -129,12 +129,15 @@ def posterior_probs(
 UNROLL_BLOCK, UNROLL_TOTAL = 64, 1024
 
 
-def draw_categorical(probs: list[jax.Array], u: jax.Array) -> jax.Array:
+def draw_categorical(probs: list[jax.Array], u: jax.Array, take: jax.Array | None = None,
+                     current: jax.Array | None = None) -> jax.Array:
     """Inverse-CDF draw from unnormalised per-block probabilities with one uniform per block.
 
     Args:
       probs: ``[p_b]``, each ``[*batch, K_b]``, non-negative with a positive total.
       u: uniforms in ``[0, 1)``, ``[*batch, B]``.
+      take, current: optional bool and int codes ``[*batch, B]``: only where ``take`` is the block drawn, elsewhere
+        it keeps ``current`` (chosen block by block, inside the draw's own pass over the rows).
 
     Returns:
       codes ``[*batch, B]`` int32: block ``b`` takes the first ``k`` whose cumulative mass exceeds
@@ -154,6 +157,8 @@ def draw_categorical(probs: list[jax.Array], u: jax.Array) -> jax.Array:
         else:
             c = jnp.cumsum(p, axis=-1)
             code = jnp.minimum(jnp.sum(c <= u[..., b:b + 1] * c[..., -1:], axis=-1), k - 1)
+        if take is not None:
+            code = jnp.where(take[..., b], code, current[..., b])
         codes.append(code)
     return jnp.stack(codes, axis=-1).astype(jnp.int32)
 

@@ -138,8 +138,8 @@ def unmask(logits: jax.Array, codes: jax.Array, u: jax.Array, stay: jax.Array, c
     below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
     go = u >= stay
     u_cat = jnp.minimum((u - stay) / jnp.where(stay < 1.0, 1.0 - stay, 1.0), below_one)
-    drawn = draw_categorical(block_exps(logits, config.categorical_sizes), jnp.where(go, u_cat, 0.0))
-    return jnp.where((codes == mask_code) & go, drawn, codes)
+    return draw_categorical(block_exps(logits, config.categorical_sizes), jnp.where(go, u_cat, 0.0),
+                            take=(codes == mask_code) & go, current=codes)
 
 
 def guide(d_cond, logits_cond, d_uncond, logits_uncond, w: float, sizes: tuple[int, ...], rows=None):
@@ -177,6 +177,8 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
     gb = config.guided_block
     guided = float(guidance) > 0 and inpaint and gb is not None
     hold = bool(target_last) and gb is not None  # the target stays masked until the last step
+    onehot_block = np.repeat(np.arange(nb), config.masked_sizes).astype(np.int32)  # the block of each column
+    onehot_code = np.concatenate([np.arange(k) for k in config.masked_sizes] or [np.zeros(0)]).astype(np.int32)
 
     def row_noise(rk, i):
         u = jax.random.uniform(jax.random.fold_in(rk, i + 1), (n_normal + nb,), minval=lo, maxval=1.0)
@@ -193,7 +195,9 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
         fn = net.denoiser.conditioned(None)
 
         def network(x_in, cat_codes, t):  # (F, logits) of the preconditioned numbers x_in = c_in x
-            out = fn(jnp.concatenate([x_in, td.masked_onehot(cat_codes, config)], axis=-1), td.time_input(t, config))
+            # the masked one-hots in one pass: each column compares its block's code with its own category
+            hot = (cat_codes[:, onehot_block] == onehot_code).astype(x_in.dtype)
+            out = fn(jnp.concatenate([x_in, hot], axis=-1), td.time_input(t, config))
             return td.split_output(out, config)
 
         def plain(x, cat_codes, t, sigma):
