@@ -10,6 +10,12 @@ the real table. Fit and sampling time, and sampling rows/s (a second, compiled c
     python benchmarks/quality_tabdiff.py                              # all five tables, both models
     python benchmarks/quality_tabdiff.py --same-time                  # TabDiff gets TabDDPM's train seconds
     python benchmarks/quality_tabdiff.py --datasets insurance --models tabddpm --quick   # a smoke run
+    python benchmarks/quality_tabdiff.py --sampler-speed --repeats 10  # sampler rows/s only, same network
+
+``--sampler-speed`` times the samplers alone on each table (8,192 rows, the 256-256 network with random
+weights, best of ``--repeats`` calls taking turns): TabDiff at 50 steps (multistep, no and Heun's correction;
+25 with Heun's) against TabDDPM at T = 100 (benchmarks/tabdiff_adult.py's ``speed``), into the
+``sampler_speed`` entry.
 
 Results are merged into benchmarks/results/quality_tabdiff.json (one entry per data set, atomic
 write); a markdown table is printed at the end.
@@ -139,6 +145,28 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def sampler_speed(args, results: dict, path: Path, machine: dict) -> int:
+    from tabdiff_adult import speed  # benchmarks/ is on sys.path when this runs as a script
+
+    entry = {"command": "python benchmarks/quality_tabdiff.py --sampler-speed --repeats " + str(args.repeats),
+             "machine": machine, "tables": {}}
+    print("| data | TabDDPM T=100 rows/s | TabDiff 50 multistep | x | 50 no correction | x | 50 Heun | x |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in args.datasets.split(","):
+        train, _ = load_split(name, args.seed)
+        out = speed(repeats=args.repeats, train=train, target=DATASETS[name][2])
+        entry["tables"][name] = out
+        r = {k: out[k] for k in ("tabddpm_T100", "tabdiff_50_multistep", "tabdiff_50_no_correction",
+                                 "tabdiff_50_correction")}
+        print(f"| {name} | {r['tabddpm_T100']['rows_per_second']:,.0f} | " + " | ".join(
+            f"{r[k]['rows_per_second']:,.0f} | {r[k]['speedup_vs_tabddpm_T100']:.2f}"
+            for k in ("tabdiff_50_multistep", "tabdiff_50_no_correction", "tabdiff_50_correction")) + " |", flush=True)
+    entry["machine"]["load_average_at_end"] = os.getloadavg()
+    results["sampler_speed"] = entry
+    write_json(results, path)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(ALL_DATASETS))
@@ -154,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=-1, help="CatBoost threads")
     p.add_argument("--tag", default="", help="suffix of the result key (keeps several runs)")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--sampler-speed", action="store_true", help="only time the samplers (same network) per table")
+    p.add_argument("--repeats", type=int, default=5, help="--sampler-speed: timed calls per sampler (best kept)")
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS] + [d for d in args.datasets.split(",") if d not in DATASETS]
@@ -170,6 +200,8 @@ def main(argv=None) -> int:
                "platform": platform.platform(), "load_average_at_start": os.getloadavg()}
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
+    if args.sampler_speed:
+        return sampler_speed(args, results, path, machine)
     for name in args.datasets.split(","):
         train, test = load_split(name, args.seed)
         _, _, target, task = DATASETS[name]
