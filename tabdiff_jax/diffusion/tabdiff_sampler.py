@@ -122,6 +122,9 @@ def sampler_grid(config: td.TabDiffConfig, rho: jax.Array, k: jax.Array, steps: 
     return {name: v[::-1] for name, v in grid.items()}
 
 
+BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))  # the largest float32 uniform
+
+
 def stay_masked(alpha_t, alpha_s) -> jax.Array:
     """Per block, the chance ``(1 - alpha_s) / (1 - alpha_t)`` that a block masked at ``t`` is still masked at
     ``s < t`` (MDLM's posterior; the same for every row): 0 at the data (``alpha_s = 1``)."""
@@ -135,9 +138,8 @@ def unmask(logits: jax.Array, codes: jax.Array, u: jax.Array, stay: jax.Array, c
     Unmasked blocks are kept. The draw reads each block's ``exp(logit - max)``, as TabDDPM's step reads its
     posterior (one fused pass over the blocks on a CPU, and no column for "stay" in the draw)."""
     mask_code = jnp.asarray(config.categorical_sizes, codes.dtype)
-    below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
     go = u >= stay
-    u_cat = jnp.minimum((u - stay) / jnp.where(stay < 1.0, 1.0 - stay, 1.0), below_one)
+    u_cat = jnp.minimum((u - stay) / jnp.where(stay < 1.0, 1.0 - stay, 1.0), BELOW_ONE)
     return draw_categorical(block_exps(logits, config.categorical_sizes), jnp.where(go, u_cat, 0.0),
                             take=(codes == mask_code) & go, current=codes)
 
@@ -172,7 +174,6 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
     stochastic, correction = stochastic and d > 0, correction if d > 0 else "none"  # as the official code
     mask_code = jnp.asarray(config.categorical_sizes, jnp.int32)
     lo = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
-    below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
     n_normal = 2 * d if inpaint else d
     gb = config.guided_block
     guided = float(guidance) > 0 and inpaint and gb is not None
@@ -192,6 +193,8 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
         grid = sampler_grid(config, rho, k, steps, stochastic)
         if correction == "multistep":
             grid["extrapolate"] = multistep_weights(grid["sigma_hat"], grid["sigma_next"])
+        # the churn's noise scale per step and column: sigma_cur -> sigma_hat by adding raise_by z
+        grid["raise_by"] = jnp.sqrt(jnp.maximum(grid["sigma_hat"] ** 2 - grid["sigma_cur"] ** 2, 0.0))
         fn = net.denoiser.conditioned(None)
 
         def network(x_in, cat_codes, t):  # (F, logits) of the preconditioned numbers x_in = c_in x
@@ -225,7 +228,7 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             churn = -jnp.expm1(g["cat_cur"] - g["cat_hat"])
             again = (u < churn) & (x_cat != mask_code)
             x_cat_hat = jnp.where(again, mask_code, x_cat)
-            u_again = jnp.minimum(u / jnp.where(churn > 0, churn, 1.0), below_one)  # uniform given `again`
+            u_again = jnp.minimum(u / jnp.where(churn > 0, churn, 1.0), BELOW_ONE)  # uniform given `again`
             if inpaint:
                 x_cat_hat = jnp.where(known.codes_mask, known.codes, x_cat_hat)
             return x_cat_hat, jnp.where(again, u_again, u)
@@ -241,10 +244,9 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             x_num, x_cat, den_prev = carry
             i, g = inp
             noise, noise_known, u = jax.vmap(row_noise, (0, None))(keys, i)
-            s_cur, s_hat, s_next = g["sigma_cur"], g["sigma_hat"], g["sigma_next"]
-            raise_by = jnp.sqrt(jnp.maximum(s_hat ** 2 - s_cur ** 2, 0.0))
+            s_hat, s_next = g["sigma_hat"], g["sigma_next"]
             x_cat_hat, u_draw = churn_categories(x_cat, u, g)
-            x_hat = x_num + raise_by * noise
+            x_hat = x_num + g["raise_by"] * noise
             den, logits = denoise(x_hat, x_cat_hat, g["t_hat"], s_hat)
             extrapolated = den + g["extrapolate"] * (den - den_prev) if correction == "multistep" else den
             slope = (x_hat - extrapolated) / s_hat
@@ -260,8 +262,7 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
 
         def churned(x, i, g):  # (c_in (x + r z), u) of step i's draw: the numbers raised to sigma_hat, preconditioned
             z, _, u = jax.vmap(row_noise, (0, None))(keys, i)
-            raise_by = jnp.sqrt(jnp.maximum(g["sigma_hat"] ** 2 - g["sigma_cur"] ** 2, 0.0))
-            return td.precondition(g["sigma_hat"], config.sigma_data)[0] * (x + raise_by * z), u
+            return td.precondition(g["sigma_hat"], config.sigma_data)[0] * (x + g["raise_by"] * z), u
 
         def fast_step(carry, inp, last: bool):
             # One network call, no given cells: the same step with the churn of step i + 1 done at the end of
