@@ -52,6 +52,34 @@ def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+class PeriodicEmbedding(nnx.Module):
+    """Periodic embeddings of numeric inputs (Gorishniy et al. 2022, "On Embeddings for Numerical Features
+    in Tabular Deep Learning": PLR, the "lite" form with one output layer shared by the features).
+
+    Feature ``j`` of ``x [n, d]`` becomes ``relu(W [cos(2 pi c_j x_j) | sin(2 pi c_j x_j)] + b)`` of width
+    ``dim``, with ``frequencies`` trainable coefficients ``c_j ~ N(0, scale^2)`` per feature. Every
+    parameter lives in a :class:`~tabdiff_jax.layers.Linear` (one ``1 x frequencies`` map per feature,
+    without bias, then the shared ``2 frequencies x dim`` one), so book-keeping clipping sees them all.
+
+    Returns ``[n, d * dim]`` (feature-major).
+    """
+
+    def __init__(self, count: int, *, frequencies: int = 48, scale: float = 1.0, dim: int = 24, rngs: nnx.Rngs):
+        if count < 1 or frequencies < 1 or dim < 1 or not scale > 0:
+            raise ConfigError(f"periodic embedding needs count, frequencies, dim >= 1 and scale > 0, got "
+                              f"{count}, {frequencies}, {dim}, {scale}")
+        self.count, self.dim = int(count), int(dim)
+        self.coefficients = nnx.List([Linear(1, frequencies, use_bias=False, rngs=rngs) for _ in range(count)])
+        for layer in self.coefficients:  # N(0, scale^2) as the paper, not the uniform of a Linear
+            layer.kernel = nnx.Param(float(scale) * jax.random.normal(rngs.params(), (1, frequencies), jnp.float32))
+        self.out = Linear(2 * frequencies, dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        v = 2.0 * math.pi * jnp.stack([layer(x[:, j:j + 1]) for j, layer in enumerate(self.coefficients)], axis=1)
+        h = jax.nn.relu(self.out(jnp.concatenate([jnp.cos(v), jnp.sin(v)], axis=-1)))  # [n, d, dim]
+        return h.reshape(x.shape[0], self.count * self.dim)
+
+
 class TabDDPMDenoiser(nnx.Module):
     """TabDDPM's ``MLPDiffusion``.
 
@@ -67,6 +95,9 @@ class TabDDPMDenoiser(nnx.Module):
       dropout_rate: dropout after each hidden block (active only with a ``dropout_key``).
       matmul_dtype: None (float32 matmuls) or "bfloat16" (operands in bfloat16, float32
         accumulation and parameters: faster on GPUs and TPUs, not on most CPUs).
+      numeric_embedding: None, or the keyword options of :class:`PeriodicEmbedding` (``count``: the first
+        ``count`` input columns are numbers; ``frequencies``, ``scale``, ``dim``): their periodic embeddings
+        join the input (``proj`` then reads ``[x | embeddings of x[:, :count]]``).
       rngs: parameter initialisation keys.
     """
 
@@ -80,6 +111,7 @@ class TabDDPMDenoiser(nnx.Module):
         dim_t: int = DEFAULT_DIM_T,
         dropout_rate: float = 0.0,
         matmul_dtype: Optional[str] = None,
+        numeric_embedding: Optional[dict] = None,
         rngs: nnx.Rngs,
     ):
         hidden_dims = tuple(int(w) for w in hidden_dims)
@@ -91,7 +123,11 @@ class TabDDPMDenoiser(nnx.Module):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout_rate}")
         self.dim_t, self.num_classes, self.dropout_rate = int(dim_t), int(num_classes), float(dropout_rate)
         md = dict(matmul_dtype=matmul_dtype)
-        self.proj = Linear(d_in, dim_t, rngs=rngs, **md)
+        self.embed_numbers = PeriodicEmbedding(**numeric_embedding, rngs=rngs) if numeric_embedding else None
+        if self.embed_numbers is not None and self.embed_numbers.count > d_in:
+            raise ConfigError(f"numeric_embedding count {self.embed_numbers.count} exceeds d_in {d_in}")
+        extra = 0 if self.embed_numbers is None else self.embed_numbers.count * self.embed_numbers.dim
+        self.proj = Linear(d_in + extra, dim_t, rngs=rngs, **md)
         self.time_in = Linear(dim_t, dim_t, rngs=rngs, **md)
         self.time_out = Linear(dim_t, dim_t, rngs=rngs, **md)
         self.label_embed = Embed(num_classes, dim_t, rngs=rngs) if num_classes > 0 else None
@@ -146,9 +182,15 @@ class TabDDPMDenoiser(nnx.Module):
             raise ConfigError("y is required: the denoiser was built with a class condition")
         return jax.nn.silu(self.label_embed(y))
 
+    def expand(self, x: jax.Array) -> jax.Array:
+        """The input ``proj`` reads: ``x``, with the numbers' periodic embeddings appended if any."""
+        if self.embed_numbers is None:
+            return x
+        return jnp.concatenate([x, self.embed_numbers(x[:, : self.embed_numbers.count])], axis=-1)
+
     def trunk(self, x: jax.Array, emb: jax.Array, *, dropout_key: Optional[jax.Array] = None) -> jax.Array:
-        """``head(blocks(proj(x) + emb))``: everything after the conditioning."""
-        h = self.proj(x) + emb
+        """``head(blocks(proj(expand(x)) + emb))``: everything after the conditioning."""
+        h = self.proj(self.expand(x)) + emb
         keys = jax.random.split(dropout_key, len(self.blocks)) if dropout_key is not None else [None] * len(self.blocks)
         for layer, k in zip(self.blocks, keys):
             h = dropout(jax.nn.relu(layer(h)), self.dropout_rate, k)
@@ -173,7 +215,7 @@ class TabDDPMDenoiser(nnx.Module):
         base = (self.proj.bias[...] + label) @ w1 + first.bias[...]  # [n or 1, w1], once per chain
 
         def denoise(x, t):
-            h = jax.nn.relu(x @ w_in + base + self.time_embedding(t[None]) @ w1)
+            h = jax.nn.relu(self.expand(x) @ w_in + base + self.time_embedding(t[None]) @ w1)
             for layer in self.blocks[1:]:
                 h = jax.nn.relu(layer(h))
             return self.head(h)

@@ -55,8 +55,7 @@ from tabdiff_jax.table import TableLayout
 REF_RHO = 7.0  # the fixed schedule whose noise level conditions the network (official Precond)
 ST_TAU = 0.01  # temperature of the straight-through mask softmax
 T_FLOOR = 1e-6  # training times are drawn in [T_FLOOR, 1): t^k stays differentiable in k
-TIME_INPUTS = ("t", "log_sigma")
-BACKBONES = ("mlp", "transformer")  # the denoiser of TabDiffNetwork
+TIME_INPUTS, BACKBONES = ("t", "log_sigma"), ("mlp", "transformer")  # BACKBONES: the denoiser of TabDiffNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,23 +187,24 @@ def time_input(t: jax.Array, config: TabDiffConfig) -> jax.Array:
 class TabDiffNetwork(nnx.Module):
     """The joint denoiser plus the learned schedule exponents (``rho_raw [d]``, ``k_raw [B]``).
 
-    ``backbone``: "mlp" (TabDDPM's MLP, ``hidden_dims``) or "transformer" (the column-tokenised
-    :class:`~tabdiff_jax.diffusion.transformer.ColumnTransformer`, ``transformer`` its keyword options:
-    ``d_token``, ``layers``, ``heads``); both take ``[c_in x_t | masked one-hots]`` and the time input."""
+    ``backbone``: "mlp" (TabDDPM's MLP, ``hidden_dims``; ``numeric_embedding``: None or the options of the
+    numbers' :class:`~tabdiff_jax.diffusion.denoiser.PeriodicEmbedding`) or "transformer" (:class:`~tabdiff_jax.
+    diffusion.transformer.ColumnTransformer`, ``transformer`` its options: ``d_token``, ``layers``, ``heads``)."""
 
     def __init__(self, config: TabDiffConfig, *, hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
                  dim_t: int = DEFAULT_DIM_T, dropout_rate: float = 0.0, matmul_dtype: Optional[str] = None,
-                 backbone: str = "mlp", transformer: Optional[dict] = None, rngs: nnx.Rngs):
+                 backbone: str = "mlp", transformer: Optional[dict] = None, numeric_embedding=None, rngs: nnx.Rngs):
         validate.in_choices("backbone", backbone, BACKBONES)
-        if backbone == "transformer":
+        if backbone == "transformer":  # (it embeds each number itself: numeric_embedding is the MLP's)
             from tabdiff_jax.diffusion.transformer import ColumnTransformer
 
             self.denoiser = ColumnTransformer(config.num_numeric, config.masked_sizes, dim_t=dim_t,
                                               dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs,
                                               **(transformer or {}))
         else:
-            self.denoiser = TabDDPMDenoiser(config.d_in, config.d_out, hidden_dims=hidden_dims, dim_t=dim_t,
-                                            dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, rngs=rngs)
+            embed = dict(numeric_embedding, count=config.num_numeric) if numeric_embedding and config.num_numeric else None
+            self.denoiser = TabDDPMDenoiser(config.d_in, config.d_out, hidden_dims=hidden_dims, dim_t=dim_t, rngs=rngs,
+                                            dropout_rate=dropout_rate, matmul_dtype=matmul_dtype, numeric_embedding=embed)
         self.rho_raw = nnx.Param(jnp.full((config.num_numeric,), config.rho_init, jnp.float32))
         self.k_raw = nnx.Param(jnp.full((config.num_blocks,), config.k_init, jnp.float32))
 

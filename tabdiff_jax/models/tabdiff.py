@@ -19,6 +19,9 @@ Options (keyword, all optional; ``steps`` and ``batch_size`` can also be passed 
     sample_chunk_size, matmul_dtype, preprocessor (dict of Preprocessor options),
     backbone ("mlp": TabDDPM's MLP, the default; "transformer": the paper's column-tokenised transformer,
     :mod:`tabdiff_jax.diffusion.transformer`, sized by d_token, layers, heads; hidden_dims is then unused),
+    numeric_embedding (the MLP only: None, the default, or "periodic": each number also enters through
+    PLR periodic embeddings, Gorishniy et al. 2022, :class:`tabdiff_jax.diffusion.denoiser.PeriodicEmbedding`,
+    sized by embedding_frequencies, frequency_scale, embedding_dim),
     epsilon (None: not private, the default), delta, max_grad_norm, clipping, accountant (DP-SGD, as
     TabDDPM's: :mod:`tabdiff_jax.privacy.loop`; see ``_fit_private``; a private fit with a classification
     target releases its class frequencies, as TabDDPM, and sampling draws each row's class from them)
@@ -60,6 +63,8 @@ TABDIFF_DEFAULTS = dict(
     checkpoint_every=1000, checkpoint_seconds=60.0, log_every=50, sample_chunk_size=None, matmul_dtype=None,
     preprocessor=None,
     backbone="mlp", d_token=32, layers=2, heads=4,  # the transformer's sizes (backbone="transformer" only)
+    # the MLP's numbers through periodic embeddings (None: as they are); their frequencies, scale, width
+    numeric_embedding=None, embedding_frequencies=48, frequency_scale=1.0, embedding_dim=24,
     # DP-SGD (tabdiff_jax.privacy.loop.PRIVATE_OPTIONS); epsilon=None: not private
     epsilon=None, delta=1e-5, max_grad_norm=1.0, clipping="ghost", accountant="rdp",
 )
@@ -121,11 +126,17 @@ class TabDiff(NetworkState, Synthesizer):
         self.settings = resolve_config(TABDIFF_DEFAULTS, config, "TabDiff")
         s = self.settings
         for name in ("steps", "batch_size", "dim_t", "checkpoint_every", "log_every", "sample_chunk_size",
-                     "d_token", "layers", "heads"):
+                     "d_token", "layers", "heads", "embedding_frequencies", "embedding_dim"):
             if name != "sample_chunk_size" or s[name] is not None:
                 validate.positive_int(name, s[name], 0 if name in ("steps", "layers") else 1)
         validate.positive_int("time_strata", s["time_strata"], 0)
         validate.in_choices("backbone", s["backbone"], td.BACKBONES)
+        if s["numeric_embedding"] is not None:
+            validate.in_choices("numeric_embedding", s["numeric_embedding"], ("periodic",))
+            validate.positive_float("frequency_scale", s["frequency_scale"])
+            if s["backbone"] != "mlp":
+                raise ConfigError("numeric_embedding is an option of the MLP backbone (the transformer embeds each "
+                                  "number itself): drop it or use backbone='mlp'")
         if s["d_token"] % s["heads"]:
             raise ConfigError(f"d_token ({s['d_token']}) must be divisible by heads ({s['heads']})")
         validate.positive_int("num_sample_steps", s["num_sample_steps"], 2)
@@ -153,6 +164,9 @@ class TabDiff(NetworkState, Synthesizer):
         net = td.make_network(config, hidden_dims=tuple(s["hidden_dims"]), dim_t=int(s["dim_t"]),
                               dropout_rate=float(s["dropout"]), matmul_dtype=s["matmul_dtype"], backbone=s["backbone"],
                               transformer=dict(d_token=int(s["d_token"]), layers=int(s["layers"]), heads=int(s["heads"])),
+                              numeric_embedding=None if s["numeric_embedding"] is None else dict(
+                                  frequencies=int(s["embedding_frequencies"]), scale=float(s["frequency_scale"]),
+                                  dim=int(s["embedding_dim"])),
                               rngs=nnx.Rngs(key))
         graphdef, params = split_params(net)
         self._layout, self._config, self._graphdef = layout, config, graphdef
