@@ -4,6 +4,7 @@
     python benchmarks/tabdiff_adult.py --max-seconds 95 --tag budget_tabddpm   # TabDDPM's default fit wall-clock
     python benchmarks/tabdiff_adult.py --steps 20000 --tag recipe30     # a recipe (<= 30 min of fit)
     python benchmarks/tabdiff_adult.py --options '{"hidden_dims": [512, 512]}' ...
+    python benchmarks/tabdiff_adult.py --load MODEL --rows 32561,216000 --sample-seeds 1,2,3 --tag T
 
 Train on /work/shared/data adult_train.csv (target income), sample as many rows, score on the test split
 with :func:`tabdiff_jax.evaluate.evaluate` (CatBoost F1 macro, shape, trend, boosted detection) and the
@@ -100,6 +101,47 @@ def speed(rows: int = 8192, repeats: int = 3, hidden_dims=(256, 256), train=None
     return out
 
 
+def target_probabilities(model, df: pd.DataFrame, t: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """``(p, y)``: a fitted TabDiff's ``p(target | every other column)`` for the rows of ``df`` (the target
+    block masked, the other categories given, the numbers clean, the network at time ``t``: the distribution
+    ``target_last`` draws the class from at its last step) and the rows' true codes."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from tabdiff_jax.blocks import block_log_softmax
+    from tabdiff_jax.diffusion import tabdiff as td
+
+    cfg, gb = model._config, model._config.guided_block
+    sizes = cfg.categorical_sizes
+    net = nnx.merge(model._graphdef, model._params)
+    rho, _ = net.exponents(cfg)
+    enc = model.preprocessor.encode(df)
+    x_num, codes = jnp.asarray(enc.numeric, jnp.float32), np.asarray(enc.categorical)
+    masked = codes.copy()
+    masked[:, gb] = sizes[gb]
+    tt = jnp.full((len(df),), t, jnp.float32)
+    sigma = td.power_mean_sigma(tt[:, None], rho, cfg.sigma_min, cfg.sigma_max)
+    _, logits = td.denoise(net, cfg, x_num, td.masked_onehot(jnp.asarray(masked), cfg), tt, sigma)
+    off = int(np.sum(sizes[:gb]))
+    logp = np.asarray(block_log_softmax(logits, sizes))[:, off:off + sizes[gb]]
+    return np.exp(logp), codes[:, gb]
+
+
+def classifier_check(model, train, test) -> dict:
+    """How well the model's own ``p(income | x)`` classifies the training and the test rows: the class
+    ``target_last`` gives a synthetic row comes from it, so its test quality bounds what a classifier
+    trained on the synthetic rows can learn."""
+    from sklearn.metrics import f1_score, log_loss
+
+    out = {}
+    for name, df in (("train", train), ("test", test)):
+        p, y = target_probabilities(model, df)
+        pred = p.argmax(1)
+        out[name] = {"accuracy": round(float(np.mean(pred == y)), 4), "log_loss": round(float(log_loss(y, p)), 4),
+                     "f1_macro": round(float(f1_score(y, pred, average="macro")), 4)}
+    return out
+
+
 def _scores(train, test, syn, seed, threads) -> dict:
     import tabdiff_jax.evaluate as ev
 
@@ -115,31 +157,58 @@ def _scores(train, test, syn, seed, threads) -> dict:
 
 
 def quality(options: dict, steps, max_seconds, seed: int, threads: int, compare_correction: bool = False,
-            save: str = None) -> dict:
+            save: str = None, load: str = None, rows=None, sample_seeds=None) -> dict:
+    """Fit (or ``load``) a TabDiff on Adult and score samples of it: one per sample seed (default ``seed + 1``),
+    each scored at every size in ``rows`` (default: as many rows as the training split). The sizes are nested:
+    row ``i`` depends only on (seed, i), so the largest sample is drawn once and its first ``n`` rows are the
+    sample of ``n`` rows. TabDDPM's published Adult figure used 216,000 sampled rows (its tuned
+    ``num_samples``, about 8x its 26,048 training rows)."""
     from tabdiff_jax.models.tabdiff import TabDiff
 
     train, test = load_adult()
-    model = TabDiff(**options)
     load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    fit_kwargs = {} if steps is None else {"steps": steps}
-    model.fit(train, target="income", seed=seed, progress=False, max_seconds=max_seconds, **fit_kwargs)
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    syn = model.sample(len(train), seed=seed + 1)
-    sample_s = time.perf_counter() - t0
-    if save:
-        model.save(save)
-    out = _scores(train, test, syn, seed, threads)
+    fit_s = None
+    if load:
+        model = TabDiff.load(load)
+    else:
+        model = TabDiff(**options)
+        t0 = time.perf_counter()
+        fit_kwargs = {} if steps is None else {"steps": steps}
+        model.fit(train, target="income", seed=seed, progress=False, max_seconds=max_seconds, **fit_kwargs)
+        fit_s = round(time.perf_counter() - t0, 1)
+        if save:
+            model.save(save)
+    sizes = sorted(set(rows or [len(train)]))
+    seeds = list(sample_seeds or [seed + 1])
+    by_rows = []
+    for s in seeds:
+        t0 = time.perf_counter()
+        big = model.sample(sizes[-1], seed=s)
+        sample_s = round(time.perf_counter() - t0, 1)
+        for n in sizes:
+            syn = big.iloc[:n].reset_index(drop=True)
+            by_rows.append({"sample_seed": s, "rows": n, "sample_seconds_of_largest": sample_s,
+                            **_scores(train, test, syn, seed, threads)})
+    out = dict(by_rows[0])  # the first seed at the smallest size: the keys of the earlier runs
+    if model._config.guided_block is not None:
+        out["classifier_check"] = classifier_check(model, train, test)
+    if len(by_rows) > 1:
+        out["by_rows"] = by_rows
+        out["mean_by_rows"] = {str(n): {k: round(float(np.mean([r[k] for r in by_rows if r["rows"] == n])), 4)
+                                        for k in ("synthetic", "shape", "trend", "detection_auc")} for n in sizes}
     if compare_correction:  # the same model, sampled without the correction step (half the network calls)
         t0 = time.perf_counter()
-        plain = model.sample(len(train), seed=seed + 1, correction=False)
+        plain = model.sample(len(train), seed=seeds[0], correction=False)
         plain_s = round(time.perf_counter() - t0, 1)  # includes compiling the sampler without correction
         out["no_correction"] = {**_scores(train, test, plain, seed, threads), "sample_seconds": plain_s}
-    return {**out, "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s, 1),
-            "steps": model.fit_info["steps"], "steps_per_second": model.fit_info["steps_per_second"],
-            "rho": model.fit_info["rho"], "k": model.fit_info["k"], "config": model.settings,
-            "load_at_start": load0, "load_at_end": os.getloadavg()}
+    info = model.fit_info or {}
+    return {**out, "fit_seconds": fit_s, "loaded_from": load, "steps": info.get("steps"),
+            "steps_per_second": info.get("steps_per_second"), "rho": info.get("rho"), "k": info.get("k"),
+            "config": model.settings, "load_at_start": load0, "load_at_end": os.getloadavg()}
+
+
+def _ints(text):
+    return None if text is None else [int(v) for v in text.split(",") if v.strip()]
 
 
 def main(argv=None):
@@ -154,9 +223,13 @@ def main(argv=None):
     ap.add_argument("--tag", default="default")
     ap.add_argument("--compare-correction", action="store_true", help="also sample without the correction step")
     ap.add_argument("--save", default=None, help="save the fitted model to this folder")
+    ap.add_argument("--load", default=None, help="score this saved model instead of fitting one")
+    ap.add_argument("--rows", default=None, help="comma-separated sample sizes (default: the training rows)")
+    ap.add_argument("--sample-seeds", default=None, help="comma-separated sample seeds (default: --seed + 1)")
     args = ap.parse_args(argv)
     result = speed(repeats=args.repeats) if args.speed else quality(json.loads(args.options), args.steps, args.max_seconds, args.seed,
-                                                 args.threads, args.compare_correction, args.save)
+                                                 args.threads, args.compare_correction, args.save, args.load,
+                                                 _ints(args.rows), _ints(args.sample_seeds))
     result["command"] = "python " + " ".join(sys.argv)
     result["cpu_count"] = os.cpu_count()
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
