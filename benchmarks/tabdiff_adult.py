@@ -105,10 +105,11 @@ def target_probabilities(model, df: pd.DataFrame, t: float = 0.02) -> tuple[np.n
     """``(p, y)``: a fitted TabDiff's ``p(target | every other column)`` for the rows of ``df`` (the target
     block masked, the other categories given, the numbers clean, the network at time ``t``: the distribution
     ``target_last`` draws the class from at its last step) and the rows' true codes."""
+    import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from tabdiff_jax.blocks import block_log_softmax
+    from tabdiff_jax.blocks import block_offsets
     from tabdiff_jax.diffusion import tabdiff as td
 
     cfg, gb = model._config, model._config.guided_block
@@ -122,9 +123,8 @@ def target_probabilities(model, df: pd.DataFrame, t: float = 0.02) -> tuple[np.n
     tt = jnp.full((len(df),), t, jnp.float32)
     sigma = td.power_mean_sigma(tt[:, None], rho, cfg.sigma_min, cfg.sigma_max)
     _, logits = td.denoise(net, cfg, x_num, td.masked_onehot(jnp.asarray(masked), cfg), tt, sigma)
-    off = int(np.sum(sizes[:gb]))
-    logp = np.asarray(block_log_softmax(logits, sizes))[:, off:off + sizes[gb]]
-    return np.exp(logp), codes[:, gb]
+    off = block_offsets(sizes)[gb]
+    return np.asarray(jax.nn.softmax(logits[:, off:off + sizes[gb]], axis=-1)), codes[:, gb]
 
 
 def classifier_check(model, train, test) -> dict:
