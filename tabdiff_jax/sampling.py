@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.extend.random import threefry_2x32
 
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.sharding import local_mesh, round_up
@@ -75,6 +76,34 @@ def row_uniforms(key: jax.Array, n: int, width: int, *, start: int = 0, chunk_si
 
     words = sample_rows(make, n, start=start, chunk_size=65536 if chunk_size is None else chunk_size, mesh=None)
     return words.astype(np.float64) / 2.0**32
+
+
+# the largest float32 below -1's successor: uniforms on the open interval (-1, 1), whose erf_inv is finite
+OPEN_LOW = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+
+
+def step_uniforms(row_key: jax.Array, step, count: int) -> jax.Array:
+    """``[count]`` float32 uniforms on ``[OPEN_LOW, 1)`` (inside ``(-1, 1)``) of a row's draw number ``step``.
+
+    A per-step sampler's noise for one row (vmap it over the chunk's :func:`row_keys`), with the law of
+    ``jax.random.uniform(fold_in(row_key, step), (count,), minval=OPEN_LOW, maxval=1)`` and a cheaper
+    draw: counter-mode threefry under the row's own key, both 32-bit words of each hash kept (the
+    counters ``step * W + j``, ``W`` = ``count`` rounded up to even), so ``ceil(count / 2)`` hashes
+    instead of one for the fold-in plus one per value (JAX's partitionable threefry keeps one word of
+    each). Still a function of ``(row_key, step)`` alone. Keys of another PRNG implementation take the
+    ``jax.random.uniform`` route.
+    """
+    count = int(count)
+    typed = jnp.issubdtype(row_key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(row_key) if typed else row_key
+    threefry = data.shape == (2,) and (not typed or str(jax.random.key_impl(row_key)) == "threefry2x32")
+    if not threefry:
+        return jax.random.uniform(jax.random.fold_in(row_key, step), (count,), minval=OPEN_LOW, maxval=1.0)
+    width = count + count % 2
+    counters = jnp.asarray(step, jnp.uint32) * jnp.uint32(width) + jnp.arange(width, dtype=jnp.uint32)
+    bits = threefry_2x32(data, counters)[:count]
+    unit = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0  # [0, 1)
+    return jnp.maximum(OPEN_LOW, OPEN_LOW + (1.0 - OPEN_LOW) * unit)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "width"))

@@ -36,10 +36,12 @@ from tabdiff_jax.diffusion import gaussian, multinomial
 from tabdiff_jax.diffusion.tabddpm import DiffusionConfig, TableBatch, denoiser_input
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sampling import (  # noqa: F401
+    OPEN_LOW,
     check_chunk_size,
     default_chunk_size,
     row_keys,
     sample_rows,
+    step_uniforms,
 )
 from tabdiff_jax.sharding import constrain_rows
 from tabdiff_jax.table import EncodedTable, TableLayout, merge_target
@@ -88,12 +90,12 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
         uniform = jnp.minimum((jax.random.uniform(k_cat, (nb,)) * sizes).astype(jnp.int32), sizes - 1)
         return jax.random.normal(k_num, (d,)), uniform
 
-    lo = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+    lo = OPEN_LOW
 
     def row_noise(rk, i):
         # one draw per row and step: uniforms on (-1, 1); the first d become standard normals by the
         # inverse CDF (as jax.random.normal does), the other nb uniforms on [0, 1) for the categories
-        u = jax.random.uniform(jax.random.fold_in(rk, i + 1), (d + nb,), minval=lo, maxval=1.0)
+        u = step_uniforms(rk, i + 1, d + nb)
         return jnp.sqrt(2.0) * jax.lax.erf_inv(u[:d]), 0.5 * (u[d:] + 1.0)
 
     def abar_at(level):  # alpha_bar of a level, 1 at -1 (the data)

@@ -61,7 +61,7 @@ from tabdiff_jax.blocks import block_exps, block_log_softmax
 from tabdiff_jax.diffusion import tabdiff as td
 from tabdiff_jax.diffusion.multinomial import draw_categorical
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.sampling import check_chunk_size, row_keys, sample_rows
+from tabdiff_jax.sampling import check_chunk_size, row_keys, sample_rows, step_uniforms
 from tabdiff_jax.sharding import constrain_rows
 
 DEFAULT_STEPS = 50
@@ -173,7 +173,6 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
     correction = correction_name(correction)
     stochastic, correction = stochastic and d > 0, correction if d > 0 else "none"  # as the official code
     mask_code = jnp.asarray(config.categorical_sizes, jnp.int32)
-    lo = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
     n_normal = 2 * d if inpaint else d
     gb = config.guided_block
     guided = float(guidance) > 0 and inpaint and gb is not None
@@ -182,7 +181,7 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
     onehot_code = np.concatenate([np.arange(k) for k in config.masked_sizes] or [np.zeros(0)]).astype(np.int32)
 
     def row_noise(rk, i):
-        u = jax.random.uniform(jax.random.fold_in(rk, i + 1), (n_normal + nb,), minval=lo, maxval=1.0)
+        u = step_uniforms(rk, i + 1, n_normal + nb)
         z = jnp.sqrt(2.0) * jax.lax.erf_inv(u[:n_normal])
         return z[:d], z[d:], 0.5 * (u[n_normal:] + 1.0)
 
