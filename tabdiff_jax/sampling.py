@@ -78,17 +78,6 @@ def row_uniforms(key: jax.Array, n: int, width: int, *, start: int = 0, chunk_si
     return words.astype(np.float64) / 2.0**32
 
 
-# A per-step sampler draws all its steps' noise for a chunk before its loop when that takes at most this many
-# bytes (else step by step: the same values). On CPUs XLA fuses a step's inverse-CDF normals into the step's
-# update, a kernel about twice as slow as the same work done on its own (King: 12% of a TabDiff sample).
-PRECOMPUTED_NOISE_BYTES = 64 << 20
-
-
-def precompute_noise(steps: int, rows: int, width: int) -> bool:
-    """Whether ``steps`` draws of ``width`` float32 per row for ``rows`` rows fit :data:`PRECOMPUTED_NOISE_BYTES`."""
-    return 0 < int(steps) * int(rows) * int(width) * 4 <= PRECOMPUTED_NOISE_BYTES
-
-
 # the largest float32 below -1's successor: uniforms on the open interval (-1, 1), whose erf_inv is finite
 OPEN_LOW = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
 

@@ -73,23 +73,17 @@ def test_correction_names():
         TabDiff(correction="second")
 
 
-@pytest.mark.parametrize("precompute", [True, False], ids=["noise-drawn-first", "noise-per-step"])
 @pytest.mark.parametrize("correction", ["multistep", "none"])
-def test_single_call_path_draws_the_rows_of_the_general_path(correction, precompute, monkeypatch):
+def test_single_call_path_draws_the_rows_of_the_general_path(correction):
     """Without given cells the sampler runs its single-call path (the churn of the next step done at the end of
-    each step, the update as per-column coefficients, every step's noise drawn before the loop when it fits
-    ``sampling.PRECOMPUTED_NOISE_BYTES``, else step by step); ``single_call=False`` (and given cells) the general
-    one, drawing step by step. Same key, same draws: the same rows up to float rounding (a rounding can flip a
-    category draw that sits on a boundary, so 99% of the rows, not all, are asked to agree)."""
+    each step, the update as per-column coefficients); ``single_call=False`` (and given cells) the general one.
+    Same key, same draws: the same rows up to float rounding (a rounding can flip a category draw that sits on
+    a boundary, so 99% of the rows, not all, are asked to agree)."""
     from flax import nnx
 
-    from tabdiff_jax import sampling
     from tabdiff_jax.diffusion import tabdiff as td
     from tabdiff_jax.state import split_params
 
-    tds.make_chunk_sampler.cache_clear()  # the budget is read when a sampler is traced
-    monkeypatch.setattr(sampling, "PRECOMPUTED_NOISE_BYTES", sampling.PRECOMPUTED_NOISE_BYTES if precompute else 0)
-    assert sampling.precompute_noise(20, 400, CFG.num_numeric + CFG.num_blocks) == precompute
     g, p = split_params(td.make_network(CFG, hidden_dims=(32, 32), rngs=nnx.Rngs(3)))
     n = 400
     fast, general = (tds.make_chunk_sampler(g, CFG, n, 20, correction, single_call=single)(
@@ -98,7 +92,6 @@ def test_single_call_path_draws_the_rows_of_the_general_path(correction, precomp
     same = np.all(fast[1] == general[1], axis=1) & np.all(np.isclose(fast[0], general[0], rtol=1e-4, atol=1e-4), axis=1)
     assert same.mean() >= 0.99, same.mean()
     assert len(np.unique(fast[1][:, 1])) > 1  # the draws are not degenerate
-    tds.make_chunk_sampler.cache_clear()
 
 
 def test_unmask_law_by_frequencies():

@@ -61,7 +61,7 @@ from tabdiff_jax.blocks import block_exps, block_log_softmax
 from tabdiff_jax.diffusion import tabdiff as td
 from tabdiff_jax.diffusion.multinomial import draw_categorical
 from tabdiff_jax.errors import ConfigError
-from tabdiff_jax.sampling import check_chunk_size, precompute_noise, row_keys, sample_rows, step_uniforms
+from tabdiff_jax.sampling import check_chunk_size, row_keys, sample_rows, step_uniforms
 from tabdiff_jax.sharding import constrain_rows
 
 DEFAULT_STEPS = 50
@@ -259,9 +259,9 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
                 x_cat_next = jnp.where(known.codes_mask, known.codes, x_cat_next)
             return (x_next, x_cat_next, den if correction == "multistep" else den_prev), None
 
-        def churned(x, i, g, drawn=None):  # (c_in (x + r z), u) of step i's draw (or the row_noise ``drawn``): the
-            z, _, u = jax.vmap(row_noise, (0, None))(keys, i) if drawn is None else drawn  # numbers raised to
-            return td.precondition(g["sigma_hat"], config.sigma_data)[0] * (x + g["raise_by"] * z), u  # sigma_hat
+        def churned(x, i, g):  # (c_in (x + r z), u) of step i's draw: the numbers raised to sigma_hat, preconditioned
+            z, _, u = jax.vmap(row_noise, (0, None))(keys, i)
+            return td.precondition(g["sigma_hat"], config.sigma_data)[0] * (x + g["raise_by"] * z), u
 
         def fast_step(carry, inp, last: bool):
             # One network call, no given cells: the same step with the churn of step i + 1 done at the end of
@@ -269,7 +269,7 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             # x_in = c_in (x + r z) and the update is per-column coefficients of (x_in, F, D_prev): one pass
             # over the rows after the network instead of four (the state is what a CPU step spends on).
             x_in, x_cat, den_prev, u = carry
-            i, g, g_next, drawn_next = inp
+            i, g, g_next = inp
             x_cat_hat, u_draw = churn_categories(x_cat, u, g)
             f, logits = network(x_in, x_cat_hat, g["t_hat"])
             c_in, c_skip, c_out = td.precondition(g["sigma_hat"], config.sigma_data)
@@ -282,7 +282,7 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             x_cat_next = unmask_step(logits, x_cat_hat, u_draw, g, last)
             if last:
                 return (x_next, x_cat_next, den_prev, u), None
-            x_in_next, u_next = churned(x_next, i + 1, g_next, drawn_next)
+            x_in_next, u_next = churned(x_next, i + 1, g_next)
             return (x_in_next, x_cat_next, den_prev, u_next), None
 
         # the time each step's Euler point sits at (the correction's network input): the next grid time
@@ -297,16 +297,10 @@ def make_chunk_sampler(graphdef, config: td.TabDiffConfig, chunk_size: int, step
             carry, _ = step(carry, (idx[-1], last_row), True)
         else:
             after = {name: v[1:] for name, v in grid.items()}
-            first = {name: v[0] for name, v in grid.items()}
-            if precompute_noise(steps, chunk_size, n_normal + nb):  # every step's (z, u) in one pass first
-                every = jax.vmap(lambda i: jax.vmap(row_noise, (0, None))(keys, i))(idx)
-                x_in, u0 = churned(x_num, 0, first, tuple(a[0] for a in every))
-                drawn = tuple(a[1:] for a in every)
-            else:  # each step draws the next step's
-                (x_in, u0), drawn = churned(x_num, 0, first), None
-            carry, _ = jax.lax.scan(lambda c, inp: fast_step(c, inp, False), (x_in, x_cat, den0, u0),
-                                    (idx[:-1], body, after, drawn))
-            carry, _ = fast_step(carry, (idx[-1], last_row, None, None), True)
+            x_in, u = churned(x_num, 0, {name: v[0] for name, v in grid.items()})
+            carry, _ = jax.lax.scan(lambda c, inp: fast_step(c, inp, False), (x_in, x_cat, den0, u),
+                                    (idx[:-1], body, after))
+            carry, _ = fast_step(carry, (idx[-1], last_row, None), True)
         return carry[0], jnp.minimum(carry[1], mask_code - 1)
 
     return jax.jit(chunk)
