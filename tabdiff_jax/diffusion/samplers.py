@@ -90,8 +90,6 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
         uniform = jnp.minimum((jax.random.uniform(k_cat, (nb,)) * sizes).astype(jnp.int32), sizes - 1)
         return jax.random.normal(k_num, (d,)), uniform
 
-    lo = OPEN_LOW
-
     def row_noise(rk, i):
         # one draw per row and step: uniforms on (-1, 1); the first d become standard normals by the
         # inverse CDF (as jax.random.normal does), the other nb uniforms on [0, 1) for the categories
@@ -104,7 +102,7 @@ def make_chunk_sampler(graphdef, config: DiffusionConfig, chunk_size: int, num_s
     def diffuse(row_keys_, x_num, x_cat, a, num_mask, cat_mask):
         # the masked cells drawn from the forward process sqrt(a) x + sqrt(1 - a) z (numbers), x with
         # probability a else a uniform category (codes); one draw of d + 2 nb uniforms per row
-        u = jax.vmap(lambda rk: jax.random.uniform(rk, (d + 2 * nb,), minval=lo, maxval=1.0))(row_keys_)
+        u = jax.vmap(lambda rk: jax.random.uniform(rk, (d + 2 * nb,), minval=OPEN_LOW, maxval=1.0))(row_keys_)
         z = jnp.sqrt(2.0) * jax.lax.erf_inv(u[:, :d])
         x_num = jnp.where(num_mask, jnp.sqrt(a) * x_num + jnp.sqrt(1.0 - a) * z, x_num)
         keep, pick = 0.5 * (u[:, d:d + nb] + 1.0), 0.5 * (u[:, d + nb:] + 1.0)
