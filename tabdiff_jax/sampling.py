@@ -101,7 +101,13 @@ def step_uniforms(row_key: jax.Array, step, count: int) -> jax.Array:
         return jax.random.uniform(jax.random.fold_in(row_key, step), (count,), minval=OPEN_LOW, maxval=1.0)
     width = count + count % 2
     counters = jnp.asarray(step, jnp.uint32) * jnp.uint32(width) + jnp.arange(width, dtype=jnp.uint32)
-    bits = threefry_2x32(data, counters)[:count]
+    # threefry_2x32 returns every hash's first word, then every second word (a concatenation); the same
+    # words rebuilt as two zero-padded halves or-ed together: XLA's CPU backend then fuses the draw into
+    # the step's update as plain elementwise code, where a concatenation inside that fusion made it
+    # 2-5x slower (King's 20 normals a row: 550 -> 235 us per 2,048 rows). Same bits.
+    half = width // 2
+    words = threefry_2x32(data, counters)
+    bits = (jnp.pad(words[:half], (0, half)) | jnp.pad(words[half:], (half, 0)))[:count]
     unit = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0  # [0, 1)
     return jnp.maximum(OPEN_LOW, OPEN_LOW + (1.0 - OPEN_LOW) * unit)
 
