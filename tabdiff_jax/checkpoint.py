@@ -70,7 +70,7 @@ class Checkpointer:
     def _save(self, step: int, state: PyTree, meta: Optional[dict]) -> None:
         self._manager.save(
             int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta or {})),
             force=True,
         )
         self._manager.wait_until_finished()
@@ -92,16 +92,17 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        saved, wanted = self.saved_shapes(step), _shapes(jax.tree.leaves(template))
+        saved, wanted = self.saved_shapes(step), _shapes(jax.tree.leaves(_storable(template)))
         if saved is not None and saved != wanted:  # checked first: orbax's failed reads leave tasks behind
             raise ValueError(f"the checkpoint holds {len(saved)} arrays of other shapes than the "
                              f"{len(wanted)} expected")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _storable(template))
         restored = self._manager.restore(
             int(step),
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
         )
-        return restored["state"], dict(restored["meta"] or {})
+        state = jax.tree.map(lambda t, r: t if _empty(t) else r, template, restored["state"])
+        return state, dict(restored["meta"] or {})
 
     def saved_shapes(self, step: int) -> Optional[list]:
         """The sorted shapes of the arrays saved at ``step`` (from the checkpoint's metadata), or ``None``
@@ -120,6 +121,17 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _empty(leaf) -> bool:
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype") and int(np.prod(leaf.shape)) == 0
+
+
+def _storable(tree: PyTree) -> PyTree:
+    """``tree`` with each zero-size array (a TabDiff without numbers has ``[0]`` noise exponents) as one
+    zero of its dtype: orbax-checkpoint hangs writing a zero-size array (seen with 0.12.8), and on restore
+    the template's own empty array is put back."""
+    return jax.tree.map(lambda x: np.zeros((1,), x.dtype) if _empty(x) else x, tree)
 
 
 def _shapes(leaves) -> list:

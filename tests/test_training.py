@@ -131,3 +131,57 @@ def test_progress_shows_the_speed_in_the_loops_unit(desc, unit, capsys, monkeypa
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"{desc}: 3/3 (100%)") and unit in last
     assert ("s/epoch=" in last) != ("steps/s=" in last)
+
+
+def _in_thread(fn, seconds: float = 60.0):
+    """``fn()``'s result, failing (not hanging) if it takes over ``seconds``."""
+    import threading
+
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - raised again in the test's thread
+            out["error"] = err
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_a_state_with_zero_size_arrays_is_saved_and_restored(tmp_path):
+    # orbax-checkpoint hangs writing a zero-size array (a TabDiff without numbers has [0] exponents): each
+    # one is stored as a placeholder and the template's own empty array restored in its place
+    state = {"w": jnp.arange(3.0), "rho": jnp.zeros((0,)), "codes": jnp.zeros((4, 0), jnp.int32)}
+    ckpt = Checkpointer(tmp_path / "ck")
+    _in_thread(lambda: ckpt.save(5, state, {"history": [1.0]}))
+    restored, meta = _in_thread(lambda: ckpt.restore(jax.tree.map(jnp.zeros_like, state)))
+    assert meta == {"history": [1.0]}
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert restored["rho"].shape == (0,) and restored["codes"].shape == (4, 0)
+    assert restored["codes"].dtype == jnp.int32
+    with pytest.raises(ValueError, match="other shapes"):  # the placeholder does not hide a real mismatch
+        ckpt.restore({"w": jnp.zeros(3), "rho": jnp.zeros((2,)), "codes": jnp.zeros((4, 0), jnp.int32)})
+    ckpt.close()
+
+
+def test_tabdiff_on_a_table_without_numbers_checkpoints_and_resumes(tmp_path):
+    import pandas as pd
+
+    import tabdiff_jax
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"city": rng.choice(["a", "b", "c"], 120), "y": rng.choice(["yes", "no"], 120)})
+    whole = _in_thread(lambda: tabdiff_jax.TabDiff(steps=6, batch_size=32).fit(
+        df, target="y", seed=0, run_dir=tmp_path / "whole", progress=False))
+    part = _in_thread(lambda: tabdiff_jax.TabDiff(steps=3, batch_size=32).fit(
+        df, target="y", seed=0, run_dir=tmp_path / "part", progress=False))
+    assert part.fit_info["steps"] == 3
+    resumed = _in_thread(lambda: tabdiff_jax.TabDiff(steps=6, batch_size=32).fit(
+        df, target="y", seed=0, run_dir=tmp_path / "part", resume=True, progress=False))
+    pd.testing.assert_frame_equal(resumed.sample(50, seed=1), whole.sample(50, seed=1))
