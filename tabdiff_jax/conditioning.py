@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
+from tabdiff_jax.sampling import seed_key
 
 INPAINTING_MODELS = ("tabddpm", "tabdiff")  # the models with supports_inpainting = True (tested)
 
@@ -313,8 +314,6 @@ def impute(model, df: pd.DataFrame, *, seed: int = 0, **kwargs) -> pd.DataFrame:
       ConfigError: the model has no inpainting (the models that have it are named).
       DataError: as :func:`known_from_frame`.
     """
-    import jax
-
     if not getattr(model, "supports_inpainting", False):
         raise ConfigError(f"impute: the {model.model_name} model has no inpainting; use one of "
                           f"{', '.join(INPAINTING_MODELS)}")
@@ -334,7 +333,7 @@ def impute(model, df: pd.DataFrame, *, seed: int = 0, **kwargs) -> pd.DataFrame:
     missing = {c: df[c].isna().to_numpy() for c in model.columns}
     if not any(m.any() for m in missing.values()):
         return out
-    raw = model._sample_raw(0, len(df), jax.random.key(int(seed)), known=known, **kwargs)
+    raw = model._sample_raw(0, len(df), seed_key(seed), known=known, **kwargs)
     drawn = model._raw_frame(*raw)
     for column, miss in missing.items():
         if not miss.any():

@@ -48,6 +48,23 @@ def default_chunk_size() -> int:
     return 2048 if jax.default_backend() == "cpu" else 65536
 
 
+def seed_key(seed) -> jax.Array:
+    """The PRNG key of a user's ``seed`` (an integer ``0 .. 2**64 - 1``, :func:`tabdiff_jax.validate.seed`).
+
+    ``jax.random.key(seed)`` for seeds below ``2**32``; above, JAX (64-bit types off) keeps only the low 32
+    bits, so that ``2**32 + s`` would repeat seed ``s``'s rows: there the high half is folded into the key of
+    the low half instead.
+
+    Raises:
+      ConfigError: not such an integer (named).
+    """
+    from tabdiff_jax import validate
+
+    seed = validate.seed(seed)
+    key = jax.random.key(seed & 0xFFFFFFFF)
+    return key if seed < 2**32 else jax.random.fold_in(key, seed >> 32)
+
+
 def check_chunk_size(chunk_size: Optional[int], name: str = "chunk_size") -> Optional[int]:
     """``chunk_size`` as an int (None stays None: the default).
 

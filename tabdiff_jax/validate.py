@@ -31,6 +31,23 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value) if isinstance(value, int) else int(v)  # no float rounding of large ints
 
 
+SEED_LIMIT = 2**64
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """``value`` as a seed, an integer in ``0 .. 2**64 - 1`` (integral floats pass; negatives, ``True``,
+    strings and ``None`` do not: a seed has to name one run)."""
+    try:
+        v = None if isinstance(value, (bool, str, bytes)) or value is None else int(value)
+        if v is not None and v != value:
+            v = None  # 2.5
+    except (TypeError, ValueError, OverflowError):
+        v = None
+    if v is None or not 0 <= v < SEED_LIMIT:
+        raise ConfigError(f"{name} must be an integer from 0 to 2**64 - 1, got {value!r}")
+    return v
+
+
 def _number(name: str, value: Any, expected: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be {expected}, got {value!r}")

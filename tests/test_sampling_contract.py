@@ -98,6 +98,18 @@ def test_rows_do_not_depend_on_chunk_size_or_n_and_seeds_differ(fitted, name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_seeds_past_32_bits_are_seeds_of_their_own(fitted, name):
+    # JAX (64-bit types off) keeps a seed's low 32 bits: 2**32 + 1 would have repeated seed 1's rows
+    model = fitted[1][name]
+    one, wide = model.sample(N, seed=1, chunk_size=64), model.sample(N, seed=2**32 + 1, chunk_size=64)
+    assert not np.allclose(one["x"].to_numpy(), wide["x"].to_numpy())
+    assert_same_rows(model.sample(M, seed=2**64 - 1, chunk_size=7), model.sample(N, seed=2**64 - 1).iloc[:M])
+    for bad in (-1, 2**64, None, "1", 1.5, True):
+        with pytest.raises(ConfigError, match="seed must be an integer"):
+            model.sample(M, seed=bad)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 def test_condition_gives_rows_of_the_class_and_keeps_the_contract(fitted, name):
     model = fitted[1][name]
     rows = model.sample(N, seed=3, condition={"label": "yes"}, chunk_size=7)

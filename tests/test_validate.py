@@ -18,6 +18,24 @@ def test_positive_int():
             validate.positive_int("n", bad)
 
 
+def test_seed():
+    assert validate.seed(0) == 0 and validate.seed(np.uint64(2**64 - 1)) == 2**64 - 1 and validate.seed(7.0) == 7
+    for bad in (-1, 2**64, None, "3", b"3", 2.5, True, math.nan, math.inf, [1]):
+        with pytest.raises(ConfigError, match="seed must be an integer"):
+            validate.seed(bad)
+
+
+def test_seed_key_keeps_32_bit_seeds_and_separates_wider_ones():
+    import jax
+
+    from tabdiff_jax.sampling import seed_key
+
+    data = jax.random.key_data
+    assert np.array_equal(data(seed_key(12345)), data(jax.random.key(12345)))  # the rows of earlier versions
+    keys = {tuple(np.asarray(data(seed_key(s))).tolist()) for s in (1, 2**32 + 1, 2**33 + 1, 2**64 - 1, 2**40)}
+    assert len(keys) == 5 and (0, 0) not in keys
+
+
 def test_positive_float():
     assert validate.positive_float("l2_clip", 0.5) == 0.5 and validate.positive_float("l2_clip", np.float32(2)) == 2.0
     assert validate.positive_float("noise_multiplier", 0, allow_zero=True) == 0.0

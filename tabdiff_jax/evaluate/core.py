@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Optional
 
 import pandas as pd
 
+from tabdiff_jax import validate
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.evaluate.columns import prepare, seeded_split
 from tabdiff_jax.evaluate.coverage import alpha_precision_beta_recall
@@ -92,6 +93,7 @@ def evaluate(
     unknown = skip - set(PARTS)
     if unknown:
         raise ConfigError(f"skip has unknown parts {sorted(unknown)}; expected some of {PARTS}")
+    seed = validate.seed(seed)
     columns, tables = prepare(real, {"synthetic": synthetic, "test": test, "holdout": holdout},
                               target=target, column_kinds=column_kinds)
     real_t, syn_t, test_t, hold_t = tables["real"], tables["synthetic"], tables["test"], tables["holdout"]

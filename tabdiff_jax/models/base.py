@@ -25,10 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from tabdiff_jax import validate
 from tabdiff_jax.distributed import barrier, is_primary
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.io import write_json, write_npz
 from tabdiff_jax.runs import read_run_json, read_run_npz
+from tabdiff_jax.sampling import seed_key
 
 # The model registry lives in tabdiff_jax.models.registry; re-exported here, where models import it from.
 from tabdiff_jax.models.registry import (  # noqa: E402,F401
@@ -116,6 +118,7 @@ class Synthesizer:
             set, or ``resume`` with a table, model or options unlike the run's (named).
         """
         validate_frame(df, target)
+        seed = validate.seed(seed)
         if task not in (None, "classification", "regression"):
             raise ConfigError(f"task must be 'classification', 'regression' or None, got {task!r}")
         run = None
@@ -127,7 +130,7 @@ class Synthesizer:
             run = runs.RunFolder(run_dir, runs.fit_record(self.model_name, self.config, df, record_args), resume=resume,
                                  overwrite=overwrite)
         t0 = time.perf_counter()
-        key = jax.random.key(int(seed))
+        key = seed_key(seed)
         self.columns = [str(c) for c in df.columns]
         self.target = target
         encoded = None
@@ -236,11 +239,13 @@ class Synthesizer:
         with streamed sampling (:mod:`tabdiff_jax.generate`)."""
         if not self.fitted:
             raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
-        unknown = sorted(set(kwargs) - set(inspect.signature(self._sample_raw).parameters) - {"condition"})
+        taken = [p for p in inspect.signature(self._sample_raw).parameters if p not in ("start", "n", "key", "known")]
+        unknown = sorted(set(kwargs) - set(taken) - {"condition"})
         if unknown:
             hint = " (rows per compiled call is chunk_size=)" if "batch_size" in unknown else ""
-            raise ConfigError(f"{type(self).__name__}.sample does not take {', '.join(unknown)}{hint}")
-        key = jax.random.key(int(seed))
+            raise ConfigError(f"{type(self).__name__}.sample does not take {', '.join(unknown)}{hint}; its options: "
+                              f"{', '.join(['n', 'seed', 'condition', *taken])}")
+        key = seed_key(seed)
         if condition is None:
             return (lambda start, count: self._sample_raw(start, count, key, **kwargs)), None, (lambda df: df)
         from tabdiff_jax import conditioning
