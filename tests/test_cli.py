@@ -18,8 +18,9 @@ def test_console_script_help_lists_the_commands():
     proc = subprocess.run([sys.executable, "-m", "tabdiff_jax.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("demo", "fit", "sample", "evaluate"):
         assert command in proc.stdout
-    version = subprocess.run([sys.executable, "-m", "tabdiff_jax.cli", "--version"], capture_output=True, text=True)
-    assert __version__ in version.stdout
+    for module in ("tabdiff_jax.cli", "tabdiff_jax"):  # python -m tabdiff_jax too
+        version = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+        assert version.returncode == 0 and __version__ in version.stdout
 
 
 def test_no_command_prints_help_and_fails(capsys):
