@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="fit a model on a table and save it to a run folder", epilog=cs.models_epilog(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    fit.add_argument("data", metavar="DATA", help="a .csv / .parquet file or a bundled name (adult)")
+    fit.add_argument("data", metavar="DATA", help="a .csv / .tsv / .parquet file (.csv: comma, or semicolon / tab / bar where the header has no comma) or a bundled name (adult)")
     fit.add_argument("--model", required=True, help="model to fit (one of the models listed below)")
     fit.add_argument("--target", default=None, help="target column (default: the bundled table's target)")
     fit.add_argument("--task", choices=["classification", "regression"], default=None,

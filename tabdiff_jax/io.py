@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import itertools
 import json
 import os
 import tempfile
@@ -14,14 +16,15 @@ import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
 
-TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")  # what tables are read from and written to
+READ_SUFFIXES = TABLE_SUFFIXES + (".tsv", ".tsv.gz")  # read only (tab-separated)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
 def _suffix(path: Path) -> str:
     name = path.name.lower()
-    for suffix in sorted(TABLE_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(READ_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
             return suffix
     return path.suffix.lower()
@@ -99,7 +102,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
-    """Read a ``.csv`` (optionally ``.gz``) or ``.parquet`` file into a DataFrame.
+    """Read a ``.csv`` / ``.tsv`` (optionally ``.gz``) or ``.parquet`` file into a DataFrame.
+
+    A ``.csv`` whose header has no comma but semicolons (the spreadsheet export of many locales), tabs or
+    bars on every one of its first lines is read with that separator (unless ``sep`` is given).
 
     Raises:
       DataError: the file does not exist, has an unknown suffix, or is not a readable table.
@@ -111,13 +117,14 @@ def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
         raise DataError(f"{path}: is a directory, expected a .csv or .parquet file")
     suffix = _suffix(path)
     try:
-        if suffix in (".csv", ".csv.gz"):
+        if suffix in (".csv", ".csv.gz", ".tsv", ".tsv.gz"):
+            read_kwargs = _with_separator(path, suffix, read_kwargs)
             _check_csv_header(path, read_kwargs)
             df = _integers_with_gaps(path, pd.read_csv(path, **read_kwargs), read_kwargs)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path, **read_kwargs)
         else:
-            raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(TABLE_SUFFIXES)}")
+            raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(READ_SUFFIXES)}")
     except DataError:
         raise
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
@@ -125,6 +132,26 @@ def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
     if df.shape[1] == 0:
         raise DataError(f"{path}: the table has no columns")
     return df
+
+
+def _with_separator(path: Path, suffix: str, read_kwargs: dict) -> dict:
+    """``read_kwargs`` with the text file's separator: tabs for ``.tsv``; for ``.csv`` a comma, unless the
+    first lines hold no comma and the same number (> 0) of one of ``;``, tab, ``|`` each."""
+    if "sep" in read_kwargs or "delimiter" in read_kwargs:
+        return read_kwargs
+    if suffix.startswith(".tsv"):
+        return {**read_kwargs, "sep": "\t"}
+    opener = gzip.open if suffix.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as f:
+        lines = [line.rstrip("\r\n") for line in itertools.islice(f, 5)]
+    lines = [line for line in lines if line]
+    if not lines or any("," in line for line in lines):
+        return read_kwargs
+    for sep in (";", "\t", "|"):
+        counts = {line.count(sep) for line in lines}
+        if len(counts) == 1 and counts != {0}:
+            return {**read_kwargs, "sep": sep}
+    return read_kwargs
 
 
 def _check_csv_header(path: Path, read_kwargs: dict) -> None:

@@ -39,6 +39,28 @@ def test_write_then_load_table_round_trip(tmp_path, suffix):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+def test_semicolon_tab_and_bar_separated_files_read_as_their_comma_twin(tmp_path):
+    import gzip
+
+    df = pd.DataFrame({"x": [1.5, 2.25, np.nan], "k": ["a", "b c", np.nan], "i": [1, 2, 3]})
+    comma = load_table(write_table(df, tmp_path / "t.csv"))
+    for name, sep in [("semi.csv", ";"), ("tab.csv", "\t"), ("bar.csv", "|"), ("t.tsv", "\t")]:
+        df.to_csv(tmp_path / name, sep=sep, index=False)
+        pd.testing.assert_frame_equal(load_table(tmp_path / name), comma)
+    with gzip.open(tmp_path / "semi.csv.gz", "wt") as f:
+        df.to_csv(f, sep=";", index=False)
+    pd.testing.assert_frame_equal(load_table(tmp_path / "semi.csv.gz"), comma)
+    # a comma file keeps its commas, whatever its values hold; a given sep wins
+    (tmp_path / "values.csv").write_text("a,b\n1;2,x\n3;4,y\n")
+    assert list(load_table(tmp_path / "values.csv").columns) == ["a", "b"]
+    (tmp_path / "one.csv").write_text("a;b\n1;2\n")
+    assert list(load_table(tmp_path / "one.csv", sep=",").columns) == ["a;b"]
+    (tmp_path / "uneven.csv").write_text("a;b\n1;2;3\n")  # not a consistent separator: left to pandas
+    assert load_table(tmp_path / "uneven.csv").shape[1] == 1
+    with pytest.raises(ConfigError, match="unsupported file type .tsv"):  # read, not written
+        write_table(df, tmp_path / "out.tsv")
+
+
 def test_load_table_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_table(tmp_path / "missing.csv")
