@@ -71,6 +71,11 @@ def init_train_state(params: PyTree, optimizer: optax.GradientTransformation,
     return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32), ema=ema)
 
 
+def global_norm(tree: PyTree) -> jax.Array:
+    """The l2 norm of all the leaves of ``tree`` together (``optax.global_norm``, which optax 0.2.8 deprecates)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
 def ema_update(ema: PyTree, params: PyTree, step: jax.Array, decay: float) -> PyTree:
     """``ema <- d ema + (1 - d) params`` with the warm-up ``d = min(decay, (1 + step) / (10 + step))``.
 

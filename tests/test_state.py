@@ -13,6 +13,7 @@ from tabdiff_jax.state import (
     TrainState,
     apply_gradients,
     ema_update,
+    global_norm,
     init_train_state,
     split_params,
 )
@@ -92,6 +93,12 @@ def test_tvae_optimizer_clamps_decoder_sigma_only():
     np.testing.assert_allclose(state.params["decoder"]["sigma"], [0.01, 0.5, 1.0], rtol=1e-6)
     # the other leaves left the sigma range: the mask really restricts the clamp
     assert float(jnp.min(state.params["decoder"]["out"]["bias"])) < SIGMA_RANGE[0] - 0.5
+
+
+def test_global_norm_is_the_l2_norm_of_all_leaves_together():
+    tree = {"a": jnp.arange(3.0), "b": (jnp.ones((2, 2)), jnp.zeros(()))}  # 0 + 1 + 4 + 4 ones
+    assert float(global_norm(tree)) == pytest.approx(3.0)
+    assert float(jax.jit(global_norm)({"w": jnp.full((4,), -2.0)})) == pytest.approx(4.0)
 
 
 def test_ema_update_matches_the_hand_written_formula_under_jit():

@@ -45,7 +45,7 @@ from tabdiff_jax.diffusion.multinomial import BlockSpec
 from tabdiff_jax.diffusion.schedules import SCHEDULES, Schedule, make_schedule
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import constrain_rows
-from tabdiff_jax.state import TrainState, apply_gradients
+from tabdiff_jax.state import TrainState, apply_gradients, global_norm
 from tabdiff_jax.table import TableLayout
 
 
@@ -264,7 +264,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: D
         batch = draw_batch(data, k_batch, batch_size) if batch_size else data
         batch = constrain_rows(batch, mesh)
         grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, graphdef, batch, k_loss, config)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = global_norm(grads)
         return apply_gradients(state, grads, optimizer, ema_decay), metrics
 
     return jax.jit(step, donate_argnums=(0,))

@@ -49,7 +49,7 @@ from tabdiff_jax.diffusion.denoiser import DEFAULT_DIM_T, DEFAULT_HIDDEN_DIMS, T
 from tabdiff_jax.diffusion.tabddpm import TableBatch, draw_batch  # noqa: F401  (re-exported)
 from tabdiff_jax.errors import ConfigError
 from tabdiff_jax.sharding import constrain_rows
-from tabdiff_jax.state import TrainState, apply_gradients
+from tabdiff_jax.state import TrainState, apply_gradients, global_norm
 from tabdiff_jax.table import TableLayout
 
 REF_RHO = 7.0  # the fixed schedule whose noise level conditions the network (official Precond)
@@ -394,7 +394,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, config: T
             w = 1.0 - state.step.astype(jnp.float32) / float(num_steps)
         grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, graphdef, batch, k_loss, config, w,
                                                             time_strata)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = global_norm(grads)
         return apply_gradients(state, grads, optimizer, ema_decay), metrics
 
     return jax.jit(step, donate_argnums=(0,))
