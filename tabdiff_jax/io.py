@@ -7,6 +7,7 @@ import gzip
 import itertools
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -105,7 +106,8 @@ def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
     """Read a ``.csv`` / ``.tsv`` (optionally ``.gz``) or ``.parquet`` file into a DataFrame.
 
     A ``.csv`` whose header has no comma but semicolons (the spreadsheet export of many locales), tabs or
-    bars on every one of its first lines is read with that separator (unless ``sep`` is given).
+    bars, as many on each of its first lines, is read with that separator, and with ``decimal=","`` where its
+    numbers are written ``3,25`` (unless ``sep`` / ``decimal`` are given).
 
     Raises:
       DataError: the file does not exist, has an unknown suffix, or is not a readable table.
@@ -136,21 +138,27 @@ def load_table(path: str | os.PathLike, **read_kwargs) -> pd.DataFrame:
 
 def _with_separator(path: Path, suffix: str, read_kwargs: dict) -> dict:
     """``read_kwargs`` with the text file's separator: tabs for ``.tsv``; for ``.csv`` a comma, unless the
-    first lines hold no comma and the same number (> 0) of one of ``;``, tab, ``|`` each."""
+    header has no comma and each of the first lines has as many ``;`` (or tabs, or ``|``) as the header, at
+    least one. With such a separator, numbers written with a decimal comma (``3,25``, and no ``3.25``) are
+    read with ``decimal=","``."""
     if "sep" in read_kwargs or "delimiter" in read_kwargs:
         return read_kwargs
     if suffix.startswith(".tsv"):
         return {**read_kwargs, "sep": "\t"}
     opener = gzip.open if suffix.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8-sig", errors="replace") as f:
-        lines = [line.rstrip("\r\n") for line in itertools.islice(f, 5)]
+        lines = [line.rstrip("\r\n") for line in itertools.islice(f, 6)]
     lines = [line for line in lines if line]
-    if not lines or any("," in line for line in lines):
+    if not lines or "," in lines[0]:
         return read_kwargs
     for sep in (";", "\t", "|"):
-        counts = {line.count(sep) for line in lines}
-        if len(counts) == 1 and counts != {0}:
-            return {**read_kwargs, "sep": sep}
+        if lines[0].count(sep) and all(line.count(sep) == lines[0].count(sep) for line in lines[1:]):
+            out = {**read_kwargs, "sep": sep}
+            cells = [cell.strip().strip('"') for line in lines[1:] for cell in line.split(sep)]
+            if "decimal" not in read_kwargs and any(re.fullmatch(r"[-+]?\d*,\d+", c) for c in cells) and not any(
+                    re.fullmatch(r"[-+]?\d*\.\d+", c) for c in cells):
+                out["decimal"] = ","
+            return out
     return read_kwargs
 
 
@@ -179,9 +187,10 @@ def _integers_with_gaps(path: Path, df: pd.DataFrame, read_kwargs: dict) -> pd.D
         return df
     text = pd.read_csv(path, usecols=candidates, dtype=str, keep_default_na=True,
                        sep=read_kwargs.get("sep", read_kwargs.get("delimiter", ",")))
+    fraction = "[.eE" + re.escape(read_kwargs.get("decimal", ".")) + "]"  # a decimal point or an exponent
     for c in candidates:
         present = text[c].dropna().str.strip()
-        if len(present) and not present.str.contains(r"[.eE]", regex=True).any():
+        if len(present) and not present.str.contains(fraction, regex=True).any():
             df[c] = df[c].astype("Int64")
     return df
 

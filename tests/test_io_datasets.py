@@ -47,6 +47,12 @@ def test_semicolon_tab_and_bar_separated_files_read_as_their_comma_twin(tmp_path
     for name, sep in [("semi.csv", ";"), ("tab.csv", "\t"), ("bar.csv", "|"), ("t.tsv", "\t")]:
         df.to_csv(tmp_path / name, sep=sep, index=False)
         pd.testing.assert_frame_equal(load_table(tmp_path / name), comma)
+    df.to_csv(tmp_path / "decimal.csv", sep=";", decimal=",", index=False)  # 1,5;a;1
+    pd.testing.assert_frame_equal(load_table(tmp_path / "decimal.csv"), comma)
+    # decimal commas: a whole-number column with gaps written "3,0" stays float, "3" becomes Int64
+    (tmp_path / "gaps.csv").write_text("f;i;k\n3,0;3;a\n;;b\n4,0;4;c\n")
+    gaps = load_table(tmp_path / "gaps.csv")
+    assert gaps["f"].dtype.kind == "f" and str(gaps["i"].dtype) == "Int64" and gaps["f"].tolist()[::2] == [3.0, 4.0]
     with gzip.open(tmp_path / "semi.csv.gz", "wt") as f:
         df.to_csv(f, sep=";", index=False)
     pd.testing.assert_frame_equal(load_table(tmp_path / "semi.csv.gz"), comma)
