@@ -345,6 +345,25 @@ def test_datetime_round_trip(tz):
         pd.testing.assert_frame_equal(back, df)
 
 
+def test_arrow_backed_columns_round_trip_with_their_own_dtypes(tmp_path):
+    # pd.read_csv(..., dtype_backend="pyarrow") / read_parquet: Arrow strings are not pandas' "string[pyarrow]"
+    pa = pytest.importorskip("pyarrow")
+    df = pd.DataFrame({
+        "s": pd.array(["a", None, "b", "a"], dtype=pd.ArrowDtype(pa.string())),
+        "ls": pd.array(["x", "y", "y", None], dtype=pd.ArrowDtype(pa.large_string())),
+        "i": pd.array([1, 2, None, 4], dtype=pd.ArrowDtype(pa.int64())),
+        "f": pd.array([0.5, None, 1.5, 2.0], dtype=pd.ArrowDtype(pa.float64())),
+        "ps": pd.array(["u", "v", None, "u"], dtype="string[pyarrow]"),
+    })
+    pre = Preprocessor(numeric="minmax").fit(df)
+    pre.save(tmp_path / "pre")
+    for p in (pre, Preprocessor.load(tmp_path / "pre")):
+        back = p.decode(p.encode(df))
+        assert [str(back[c].dtype) for c in df] == [str(df[c].dtype) for c in df]
+        assert [type(back[c].dtype) for c in df] == [type(df[c].dtype) for c in df]
+        pd.testing.assert_frame_equal(back, df)
+
+
 def test_bool_category_and_nullable_dtypes_round_trip():
     df = pd.DataFrame({
         "b": [True, False, True, True],

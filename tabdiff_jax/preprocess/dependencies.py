@@ -35,7 +35,7 @@ import pandas as pd
 
 from tabdiff_jax.errors import ConfigError, DataError
 from tabdiff_jax.preprocess import frames
-from tabdiff_jax.preprocess.schema import CATEGORICAL, DATETIME, ColumnSpec
+from tabdiff_jax.preprocess.schema import CATEGORICAL, DATETIME, ColumnSpec, dtype_name
 
 AUTO = "auto"
 MAX_KEY_VALUES = 64
@@ -227,7 +227,7 @@ def find(df: pd.DataFrame, specs: Sequence[ColumnSpec], target: Optional[str], d
         missing = column.isna().to_numpy()
         one_to_one = bool(np.all(pd.Series(codes).groupby(codes_of(column)).nunique().to_numpy() == 1))
         out.append(Derived(
-            column=y, key=key, via=via, position=position[y], dtype=str(dtype),
+            column=y, key=key, via=via, position=position[y], dtype=dtype_name(dtype),
             values=tuple(_value(v) for v in column.iloc[first].to_numpy(dtype=object)), one_to_one=one_to_one,
             missing_is_none=bool(missing.any()) and all(v is None for v in column[missing]),
             categories=tuple(_value(c) for c in dtype.categories) if isinstance(dtype, pd.CategoricalDtype) else None,

@@ -143,7 +143,15 @@ def frame_to_raw(df: pd.DataFrame, specs: Sequence[ColumnSpec], indexes: dict,
 
 
 def restore_dtype(name: str):
-    """dtype string recorded at fit time -> dtype (``"str"`` maps to object on pandas without it)."""
+    """dtype string recorded at fit time (:func:`~tabdiff_jax.preprocess.schema.dtype_name`) -> dtype (``"str"`` maps to object on pandas without
+    it; Arrow strings to pandas' ``"string"`` where pyarrow is missing)."""
+    if name.startswith("arrow:"):
+        try:
+            import pyarrow as pa
+
+            return pd.ArrowDtype(pa.type_for_alias(name[len("arrow:"):]))
+        except ImportError:
+            return pd.StringDtype()
     if name == "str":
         try:
             return pd.StringDtype(na_value=np.nan)

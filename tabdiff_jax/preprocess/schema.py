@@ -232,7 +232,7 @@ def fit_column(
         raise ConfigError(f"public_categories given for column {name!r}, which is {kind}")
     missing = series.isna().to_numpy()
     _check_some_present(name, len(series), not missing.all())
-    common = dict(name=name, dtype=str(dtype), has_missing=bool(missing.any()))
+    common = dict(name=name, dtype=dtype_name(dtype), has_missing=bool(missing.any()))
     if kind == DATETIME:
         if not pd.api.types.is_datetime64_any_dtype(dtype):
             date_format = inference.iso_format(series)
@@ -282,6 +282,18 @@ def _bounds_pair(name: str, bounds) -> tuple:
     return lo, hi
 
 
+def dtype_name(dtype) -> str:
+    """The name a column's dtype is recorded under: ``str(dtype)``, except Arrow strings (``"string[pyarrow]"``
+    would come back as pandas' own pyarrow-backed ``StringDtype``), recorded as ``"arrow:string"``, and pandas'
+    pyarrow-backed ``"string"``, recorded as ``"string[pyarrow]"``."""
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if isinstance(dtype, pd.ArrowDtype) and str(arrow) in ("string", "large_string"):
+        return f"arrow:{arrow}"
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and str(dtype) == "string":
+        return "string[pyarrow]"  # str() drops the storage
+    return str(dtype)
+
+
 def _check_some_present(name: str, n: int, some_present: bool) -> None:
     if not some_present:
         raise DataError(f"column {name!r} has no values (all {n} are missing): drop it")
@@ -289,7 +301,7 @@ def _check_some_present(name: str, n: int, some_present: bool) -> None:
 
 def _fit_categorical(series: pd.Series, max_categories: int, public_categories) -> ColumnSpec:
     name, dtype = series.name, series.dtype
-    common = dict(name=name, dtype=str(dtype))
+    common = dict(name=name, dtype=dtype_name(dtype))
     if isinstance(dtype, pd.CategoricalDtype):
         own = series.cat.codes.to_numpy()
         _check_some_present(name, len(series), (own >= 0).any())
