@@ -40,6 +40,9 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
     from tabdiff_jax.io import write_json, write_table
     from tabdiff_jax.models.tabddpm import TabDDPM
 
+    from tabdiff_jax import validate
+
+    seed = validate.seed(seed)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
@@ -54,8 +57,9 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
         check_sensitive(sensitive, columns, "classification", tables, set())
     options = {}
     if quick:
-        train = train.sample(n=2000, random_state=seed).reset_index(drop=True)
-        test = test.sample(n=1000, random_state=seed).reset_index(drop=True)
+        rows = validate.seed32(seed)  # pandas' (NumPy's legacy) seeding stops at 2**32
+        train = train.sample(n=2000, random_state=rows).reset_index(drop=True)
+        test = test.sample(n=1000, random_state=rows).reset_index(drop=True)
         options = dict(steps=60, batch_size=256, hidden_dims=[64, 64], num_timesteps=50)
     if steps is not None:
         options["steps"] = int(steps)
@@ -71,7 +75,7 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
     print(f"fitted TabDDPM ({model.fit_info.get('steps', '?')} steps) in {t_fit:.1f} s; final {loss_text}")
 
     t0 = time.perf_counter()
-    synthetic = model.sample(len(test), seed=seed + 1)
+    synthetic = model.sample(len(test), seed=(seed + 1) % 2**64)
     t_sample = time.perf_counter() - t0
     write_table(synthetic, out / "synthetic.csv")
     print(f"sampled {len(synthetic)} rows in {t_sample:.1f} s -> {out / 'synthetic.csv'}")

@@ -48,6 +48,13 @@ def seed(value: Any, name: str = "seed") -> int:
     return v
 
 
+def seed32(value: Any, name: str = "seed") -> int:
+    """A :func:`seed` for libraries that take 32-bit seeds (scikit-learn, CatBoost, NumPy's ``RandomState``):
+    seeds below ``2**32`` as they are, wider ones hashed to 32 bits (``numpy.random.SeedSequence``)."""
+    v = seed(value, name)
+    return v if v < 2**32 else int(np.random.SeedSequence(v).generate_state(1)[0])
+
+
 def _number(name: str, value: Any, expected: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be {expected}, got {value!r}")

@@ -187,3 +187,15 @@ def test_missing_values_and_unseen_categories(tables):
     for value in (f["shape"], f["trend"], f["correlation_diff"], p["dcr_median"], p["mia_auc"]):
         assert np.isfinite(value)
     assert 0.85 < p["exact_copies"] < 0.95  # rows with "purple" are no longer copies
+
+
+def test_seeds_past_32_bits_evaluate_and_bad_seeds_are_one_error(tables):
+    # scikit-learn and CatBoost take 32-bit seeds: wider ones are hashed to 32 bits, the same each time
+    train, holdout, _ = tables
+    small = dict(skip=("utility", "coverage"), detection_rows=300, sdmetrics_rows=None)
+    a = evaluate(train.head(300), holdout.head(300), target="label", seed=2**40 + 1, **small)
+    b = evaluate(train.head(300), holdout.head(300), target="label", seed=2**40 + 1, **small)
+    assert a["fidelity"]["detection_auc"] == b["fidelity"]["detection_auc"]
+    for bad in (-1, None, "0", 2**64):
+        with pytest.raises(ConfigError, match="seed must be an integer"):
+            evaluate(train.head(50), holdout.head(50), seed=bad, **small)

@@ -25,6 +25,15 @@ def test_seed():
             validate.seed(bad)
 
 
+def test_seed32_keeps_32_bit_seeds_and_folds_wider_ones():
+    assert validate.seed32(0) == 0 and validate.seed32(2**32 - 1) == 2**32 - 1
+    wide = [validate.seed32(s) for s in (2**32, 2**32 + 1, 2**64 - 1)]
+    assert all(0 <= w < 2**32 for w in wide) and len(set(wide)) == 3
+    assert validate.seed32(2**32 + 1) == wide[1]  # the same each time
+    with pytest.raises(ConfigError, match="seed must be an integer"):
+        validate.seed32(-1)
+
+
 def test_seed_key_keeps_32_bit_seeds_and_separates_wider_ones():
     import jax
 

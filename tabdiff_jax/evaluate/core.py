@@ -93,7 +93,7 @@ def evaluate(
     unknown = skip - set(PARTS)
     if unknown:
         raise ConfigError(f"skip has unknown parts {sorted(unknown)}; expected some of {PARTS}")
-    seed = validate.seed(seed)
+    seed = validate.seed32(seed)  # scikit-learn and CatBoost take 32-bit seeds
     columns, tables = prepare(real, {"synthetic": synthetic, "test": test, "holdout": holdout},
                               target=target, column_kinds=column_kinds)
     real_t, syn_t, test_t, hold_t = tables["real"], tables["synthetic"], tables["test"], tables["holdout"]
