@@ -35,12 +35,10 @@ def run_demo(out: str | Path = "tabdiff-demo", steps: Optional[int] = None, seed
              quick: bool = False, progress: bool = True, sensitive: Optional[str] = None) -> dict:
     """Run the demo; ``quick`` trains a tiny model on 2,000 rows (a smoke test, not a result);
     ``sensitive`` (e.g. ``"sex"``) adds the fairness section to the report."""
-    from tabdiff_jax import datasets
+    from tabdiff_jax import datasets, validate
     from tabdiff_jax.evaluate import evaluate
     from tabdiff_jax.io import write_json, write_table
     from tabdiff_jax.models.tabddpm import TabDDPM
-
-    from tabdiff_jax import validate
 
     seed = validate.seed(seed)
     out = Path(out)

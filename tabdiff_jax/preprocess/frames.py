@@ -143,8 +143,9 @@ def frame_to_raw(df: pd.DataFrame, specs: Sequence[ColumnSpec], indexes: dict,
 
 
 def restore_dtype(name: str):
-    """dtype string recorded at fit time (:func:`~tabdiff_jax.preprocess.schema.dtype_name`) -> dtype (``"str"`` maps to object on pandas without
-    it; Arrow strings to pandas' ``"string"`` where pyarrow is missing)."""
+    """dtype string recorded at fit time (:func:`~tabdiff_jax.preprocess.schema.dtype_name`) -> dtype
+    (``"str"`` maps to object on pandas without it; Arrow strings to pandas' ``"string"`` where pyarrow is
+    missing)."""
     if name.startswith("arrow:"):
         try:
             import pyarrow as pa
